@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,8 +37,17 @@ class tokenizer {
   bool is_special(int32_t id) const;
 
  private:
+  friend class incremental_decoder;
   struct impl;
   explicit tokenizer(std::unique_ptr<impl> p);
+
+  std::string decode_range(std::span<const int32_t> ids, bool skip_special_tokens) const;
+  // Whether decode keeps `id` (known, and not a skipped special token).
+  bool decodes(int32_t id, bool skip_special_tokens) const;
+  // Whether `id` is a <0xXX> token that a ByteFallback decoder joins with its
+  // neighbours: the text of a run of them is known only once the run ends.
+  bool is_fallback_byte(int32_t id) const;
+
   std::unique_ptr<impl> impl_;
 };
 
@@ -46,15 +56,21 @@ class tokenizer {
 // plus finish() equals tokenizer.decode(all ids).
 class incremental_decoder {
  public:
+  // note: `tok` must outlive the decoder.
   explicit incremental_decoder(const tokenizer& tok, bool skip_special_tokens = false);
   std::string push(int32_t id);
   std::string finish(); // whatever is left (a dangling partial character as U+FFFD)
 
  private:
+  std::string emit(bool final);
+
   const tokenizer* tok_;
   bool skip_special_;
   std::vector<int32_t> ids_;
-  size_t prefix_offset_ = 0; // ids already emitted as text
+  // ids_[prefix_offset_, read_offset_) decode to text already emitted; they
+  // give the next tokens the context they decode in. Both move forward only
+  // when new text is emitted, so each push decodes a few tokens.
+  size_t prefix_offset_ = 0;
   size_t read_offset_ = 0;
 };
 
