@@ -1,0 +1,48 @@
+#include "gpu/cuda_check.h"
+#include "gpu/paged_attention.cuh"
+#include "runtime/error.h"
+
+#include <string>
+
+namespace kvactor::gpu {
+
+namespace {
+
+template <int HEAD_DIM>
+void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
+  const size_t smem = attention_smem_layout(HEAD_DIM, p.tile_tokens * p.group).total;
+  // Above 48 KiB a kernel must opt in (per device, so on every launch).
+  if (smem > 48 * 1024)
+    KVACTOR_CUDA_CHECK(cudaFuncSetAttribute(paged_attention_kernel<HEAD_DIM>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const dim3 grid(unsigned(num_tiles), unsigned(p.kv.num_kv_heads));
+  paged_attention_kernel<HEAD_DIM><<<grid, attention_threads, smem, stream>>>(p);
+  KVACTOR_CUDA_CHECK_LAUNCH();
+}
+
+} // namespace
+
+bool paged_attention_supports(int32_t head_dim) {
+  switch (head_dim) {
+    case 16: case 32: case 64: case 128: case 256: return true;
+    default: return false;
+  }
+}
+
+size_t paged_attention_smem_bytes(int32_t head_dim, int32_t rows) {
+  return attention_smem_layout(head_dim, rows).total;
+}
+
+void launch_paged_attention(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
+  if (num_tiles == 0) return;
+  switch (p.kv.head_dim) {
+    case 16: launch<16>(p, num_tiles, stream); break;
+    case 32: launch<32>(p, num_tiles, stream); break;
+    case 64: launch<64>(p, num_tiles, stream); break;
+    case 128: launch<128>(p, num_tiles, stream); break;
+    case 256: launch<256>(p, num_tiles, stream); break;
+    default: throw error("paged attention: head_dim " + std::to_string(p.kv.head_dim) + " has no kernel");
+  }
+}
+
+} // namespace kvactor::gpu

@@ -1,0 +1,78 @@
+#include "gpu/cuda_check.h"
+#include "gpu/reduce.cuh"
+#include "gpu/rope_kv.h"
+
+namespace kvactor::gpu {
+
+namespace {
+
+constexpr int rope_kv_threads = 128;
+constexpr int rope_kv_warps = rope_kv_threads / 32;
+
+// One block per token, one warp per head.
+__global__ void __launch_bounds__(rope_kv_threads) rope_kv_kernel(const rope_kv_params p) {
+  extern __shared__ float smem[];
+  const int hd = p.head_dim, half = hd / 2;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float* cos_s = smem;                         // [half]
+  float* sin_s = cos_s + half;                 // [half]
+  float* head_s = sin_s + half + warp * hd;    // [head_dim] this warp's head
+
+  const int32_t t = blockIdx.x;
+  const int32_t pos = p.positions[t];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    double s, c;
+    sincos(double(pos) * p.inv_freq[i], &s, &c);
+    cos_s[i] = float(c);
+    sin_s[i] = float(s);
+  }
+  __syncthreads();
+
+  const int32_t page = p.kv.page_indices[p.kv.page_indptr[p.token_seq[t]] + pos / p.kv.page_size];
+  const size_t slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
+  const int num_q = p.num_heads, num_qk = p.num_heads + p.num_kv_heads, num_all = num_qk + p.num_kv_heads;
+  const __nv_bfloat16* row = p.qkv + size_t(t) * num_all * hd;
+
+  for (int h = warp; h < num_all; h += rope_kv_warps) { // h is the same for the whole warp
+    const __nv_bfloat16* src = row + size_t(h) * hd;
+    const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
+    if (h >= num_qk) { // a v head: bias only
+      __nv_bfloat16* dst = p.kv.v + slot + size_t(h - num_qk) * hd;
+      for (int d = lane; d < hd; d += 32) dst[d] = __float2bfloat16(__bfloat162float(src[d]) + (bias ? bias[d] : 0.0f));
+      continue;
+    }
+    float sum_sq = 0.0f;
+    for (int d = lane; d < hd; d += 32) {
+      const float x = __bfloat162float(src[d]) + (bias ? bias[d] : 0.0f);
+      head_s[d] = x;
+      sum_sq += x * x;
+    }
+    const bool is_q = h < num_q;
+    const float* norm = is_q ? p.q_norm : p.k_norm;
+    float inv = 1.0f;
+    if (norm) inv = 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps);
+    __syncwarp(); // rotation pairs d with d + half, written by another lane
+    __nv_bfloat16* dst = is_q ? p.q_out + (size_t(t) * p.num_heads + h) * hd : p.kv.k + slot + size_t(h - num_q) * hd;
+    for (int i = lane; i < half; i += 32) {
+      float a = head_s[i], b = head_s[i + half];
+      if (norm) {
+        a = (a * inv) * norm[i];
+        b = (b * inv) * norm[i + half];
+      }
+      dst[i] = __float2bfloat16(a * cos_s[i] - b * sin_s[i]);
+      dst[i + half] = __float2bfloat16(b * cos_s[i] + a * sin_s[i]);
+    }
+    __syncwarp(); // head_s is reused by this warp's next head
+  }
+}
+
+} // namespace
+
+void launch_rope_kv(const rope_kv_params& params, int32_t num_tokens, cudaStream_t stream) {
+  if (num_tokens == 0) return;
+  const size_t smem = sizeof(float) * size_t(params.head_dim) * (1 + rope_kv_warps);
+  rope_kv_kernel<<<num_tokens, rope_kv_threads, smem, stream>>>(params);
+  KVACTOR_CUDA_CHECK_LAUNCH();
+}
+
+} // namespace kvactor::gpu

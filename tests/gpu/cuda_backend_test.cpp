@@ -1,0 +1,529 @@
+#include "gpu/cuda_backend.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+
+#include "runtime/cpu_backend.h"
+#include "runtime/default_model.h"
+#include "runtime/error.h"
+#include "runtime/model_loader.h"
+
+using namespace kvactor;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+namespace {
+
+// bf16 weights and activations against fp32 / float64 references.
+constexpr double max_rel_l2 = 2e-2;
+// Where the fp32 top-1 / top-2 margin is below this, a bf16 greedy pick may
+// legitimately differ.
+constexpr float close_margin = 0.05f;
+
+const std::vector<std::string> reference_models{"llama2", "llama3", "mistral", "qwen2", "qwen3"};
+
+// ---- environment --------------------------------------------------------------
+
+// The test data directory: $KVACTOR_TEST_DATA (the GPU machine has another
+// checkout path), else the source tree's.
+fs::path test_data() {
+  const char* env = std::getenv("KVACTOR_TEST_DATA");
+  return env && *env ? fs::path(env) : fs::path(KVACTOR_TEST_DATA);
+}
+
+// Fresh inputs on every run; the seed is captured so that a failure can be replayed.
+uint32_t fresh_seed() {
+  static std::random_device device;
+  return device();
+}
+
+// One line of the run's summary; scripts/gpu_tests.sh collects them.
+void summary(const std::string& line) {
+  std::printf("summary: %s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+std::string fixed(double x, int digits = 4) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.*g", digits, x);
+  return text;
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+std::vector<int32_t> iota_pages(int32_t count, int32_t first = 0) {
+  std::vector<int32_t> p(static_cast<size_t>(count));
+  std::iota(p.begin(), p.end(), first);
+  return p;
+}
+
+// Logits of the last token after feeding `tokens` at positions from `start`.
+// The output starts as NaN, so a row the backend does not write fails.
+std::vector<float> step(backend& b, std::vector<int32_t> tokens, int32_t start, const std::vector<int32_t>& pages) {
+  forward_batch batch;
+  batch.seqs.push_back({std::move(tokens), start, pages, true});
+  std::vector<float> logits(size_t(b.config().vocab_size), std::numeric_limits<float>::quiet_NaN());
+  b.forward(batch, logits);
+  return logits;
+}
+
+// Feeds `prompt` from position 0 in chunks of `chunk`; the last chunk's logits.
+std::vector<float> prefill(backend& b, const std::vector<int32_t>& prompt, size_t chunk,
+                           const std::vector<int32_t>& pages) {
+  std::vector<float> logits;
+  for (size_t i = 0; i < prompt.size(); i += chunk) {
+    const size_t end = std::min(prompt.size(), i + chunk);
+    logits = step(b, {prompt.begin() + ptrdiff_t(i), prompt.begin() + ptrdiff_t(end)}, int32_t(i), pages);
+  }
+  return logits;
+}
+
+int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
+
+// Top-1 minus top-2.
+float margin(std::vector<float> v) {
+  std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
+  return v[0] - v[1];
+}
+
+// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::isfinite(diff) ? std::sqrt(diff / norm) : std::numeric_limits<double>::infinity();
+}
+
+std::vector<float> row(const std::vector<float>& logits, size_t r, size_t vocab) {
+  return {logits.begin() + ptrdiff_t(r * vocab), logits.begin() + ptrdiff_t((r + 1) * vocab)};
+}
+
+std::vector<int32_t> random_tokens(int32_t n, int32_t vocab, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = pick(rng);
+  return t;
+}
+
+json::value read_json(const fs::path& path) {
+  std::ifstream in(path);
+  REQUIRE_MESSAGE(in, "cannot open " << path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return json::parse(ss.str());
+}
+
+std::vector<int32_t> ints(const json::value& v) {
+  std::vector<int32_t> out;
+  for (const auto& x : v.as_array()) out.push_back(int32_t(x.to_number<int64_t>()));
+  return out;
+}
+
+std::vector<float> floats(const json::value& v) {
+  std::vector<float> out;
+  for (const auto& x : v.as_array()) out.push_back(float(x.to_number<double>()));
+  return out;
+}
+
+std::unique_ptr<cuda_backend> gpu_backend(const loaded_model& m, int32_t num_pages, int32_t page_size) {
+  return std::make_unique<cuda_backend>(m.config, *m.weights, num_pages, page_size);
+}
+
+// ---- greedy decoding ----------------------------------------------------------
+
+// `n` greedy tokens after prefilling `prompt` whole.
+std::vector<int32_t> greedy(backend& b, const std::vector<int32_t>& prompt, size_t n,
+                            const std::vector<int32_t>& pages) {
+  std::vector<float> logits = prefill(b, prompt, prompt.size(), pages);
+  std::vector<int32_t> out;
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(argmax(logits));
+    if (i + 1 < n) logits = step(b, {out.back()}, int32_t(prompt.size() + i), pages);
+  }
+  return out;
+}
+
+// The logits before each token of `output`, feeding `output` itself.
+std::vector<std::vector<float>> teacher_forced(backend& b, const std::vector<int32_t>& prompt,
+                                               const std::vector<int32_t>& output, const std::vector<int32_t>& pages) {
+  std::vector<std::vector<float>> trace{prefill(b, prompt, prompt.size(), pages)};
+  for (size_t i = 0; i + 1 < output.size(); ++i)
+    trace.push_back(step(b, {output[i]}, int32_t(prompt.size() + i), pages));
+  return trace;
+}
+
+// The GPU's free-running greedy continuation must equal the reference up to
+// the first step whose fp32 margin is below close_margin; fed the reference
+// tokens, its pick must agree at every step with a clear margin. Returns how
+// many tokens the free run matched.
+size_t check_greedy(const std::string& label, backend& gpu, backend& cpu, const std::vector<int32_t>& prompt,
+                    const std::vector<int32_t>& want, const std::vector<int32_t>& pages) {
+  const auto got = greedy(gpu, prompt, want.size(), pages);
+  std::vector<float> margins;
+  for (const auto& logits : teacher_forced(cpu, prompt, want, pages)) margins.push_back(margin(logits));
+  size_t first = 0;
+  while (first < want.size() && got[first] == want[first]) ++first;
+  std::string line = label + ": free run " + std::to_string(first) + "/" + std::to_string(want.size());
+  if (first < want.size()) {
+    line += " (first difference at step " + std::to_string(first) + ", fp32 margin " + fixed(margins[first], 3) + ")";
+    CHECK_MESSAGE(margins[first] < close_margin, line);
+  }
+  const auto forced = teacher_forced(gpu, prompt, want, pages);
+  size_t agree = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const bool same = argmax(forced[i]) == want[i];
+    agree += same ? 1 : 0;
+    if (margins[i] >= close_margin) CHECK_MESSAGE(same, label << ": teacher-forced step " << i);
+  }
+  line += ", teacher-forced " + std::to_string(agree) + "/" + std::to_string(want.size());
+  summary(line);
+  return first;
+}
+
+// ---- small models of other shapes ---------------------------------------------
+
+// 0: Llama 3 style, 4 q heads per kv head, head_dim 128, llama3 rope scaling
+//    (original length 64, so it changes frequencies at the test's positions),
+//    tied embeddings.
+// 1: Qwen style, q/k/v biases, q/k norms, 3 q heads per kv head (ragged
+//    attention tiles), head_dim 64 with q_dim != hidden, a sliding window of
+//    37 on the middle one of 3 layers.
+// 2: multi-head attention of head_dim 256 with a window of 20 on every layer.
+model_config dummy_config(int variant) {
+  model_config c;
+  c.vocab_size = 512;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-5f;
+  c.weight_dtype = dtype::f32;
+  c.hidden_size = 256;
+  switch (variant) {
+    case 0:
+      c.architecture = "LlamaForCausalLM";
+      c.arch = model_arch::llama;
+      c.intermediate_size = 512;
+      c.num_layers = 2;
+      c.num_heads = 4;
+      c.num_kv_heads = 1;
+      c.head_dim = 128;
+      c.rope = rope_config{500000.0f, "llama3", 8.0f, 1.0f, 4.0f, 64};
+      c.tie_word_embeddings = true;
+      c.layer_sliding = {false, false};
+      break;
+    case 1:
+      c.architecture = "Qwen3ForCausalLM";
+      c.arch = model_arch::qwen3;
+      c.intermediate_size = 384;
+      c.num_layers = 3;
+      c.num_heads = 6;
+      c.num_kv_heads = 2;
+      c.head_dim = 64;
+      c.rope.theta = 1000000.0f;
+      c.attention_bias = true;
+      c.qk_norm = true;
+      c.sliding_window = 37;
+      c.layer_sliding = {false, true, false};
+      break;
+    default:
+      c.architecture = "MistralForCausalLM";
+      c.arch = model_arch::mistral;
+      c.intermediate_size = 256;
+      c.num_layers = 2;
+      c.num_heads = 2;
+      c.num_kv_heads = 2;
+      c.head_dim = 256;
+      c.sliding_window = 20;
+      c.layer_sliding = {true, true};
+      break;
+  }
+  return c;
+}
+
+} // namespace
+
+// ---- tests --------------------------------------------------------------------
+
+TEST_CASE("logits match the float64 reference at every position of every reference model") {
+  for (const std::string& name : reference_models) {
+    CAPTURE(name);
+    const fs::path dir = test_data() / "models" / name;
+    const json::value ref = read_json(dir / "reference.json");
+    auto gpu = load_cuda_backend(dir.string(), 512, 4);
+    const size_t vocab = size_t(gpu->config().vocab_size);
+    double worst_prefill = 0, worst_decode = 0, worst_batch = 0;
+    for (const auto& seq : ref.at("logits").as_array()) {
+      const auto tokens = ints(seq.at("tokens"));
+      const auto& expected = seq.at("logits").as_array();
+      REQUIRE(expected.size() == tokens.size());
+      REQUIRE(tokens.size() <= 40);
+      // Each prefix as one prefill (pages 0-9); token by token (pages 10-19);
+      // every prefix as its own sequence of one batch (10 pages each from 20).
+      forward_batch all;
+      for (size_t p = 0; p < tokens.size(); ++p) {
+        CAPTURE(p);
+        const auto want = floats(expected[p]);
+        const std::vector<int32_t> prefix(tokens.begin(), tokens.begin() + ptrdiff_t(p + 1));
+        const double whole = rel_l2(step(*gpu, prefix, 0, iota_pages(10, 0)), want);
+        const double one = rel_l2(step(*gpu, {tokens[p]}, int32_t(p), iota_pages(10, 10)), want);
+        CHECK(whole < max_rel_l2);
+        CHECK(one < max_rel_l2);
+        worst_prefill = std::max(worst_prefill, whole);
+        worst_decode = std::max(worst_decode, one);
+        all.seqs.push_back({prefix, 0, iota_pages(10, 20 + 10 * int32_t(p)), true});
+      }
+      std::vector<float> logits(all.seqs.size() * vocab, std::numeric_limits<float>::quiet_NaN());
+      gpu->forward(all, logits);
+      REQUIRE(logits.size() == all.seqs.size() * vocab);
+      for (size_t p = 0; p < tokens.size(); ++p) {
+        const double batched = rel_l2(row(logits, p, vocab), floats(expected[p]));
+        CHECK_MESSAGE(batched < max_rel_l2, "batched prefix " << p);
+        worst_batch = std::max(worst_batch, batched);
+      }
+    }
+    summary("reference logits " + name + ": max rel-L2 prefill " + fixed(worst_prefill) + ", decode " +
+            fixed(worst_decode) + ", all prefixes in one batch " + fixed(worst_batch));
+  }
+}
+
+TEST_CASE("greedy continuations match the reference wherever the fp32 margin is clear") {
+  size_t matched = 0, total = 0;
+  for (const std::string& name : reference_models) {
+    CAPTURE(name);
+    const fs::path dir = test_data() / "models" / name;
+    const json::value ref = read_json(dir / "reference.json");
+    auto gpu = load_cuda_backend(dir.string(), 64, 4);
+    const loaded_model m = load_model(dir.string());
+    cpu_backend cpu(m.config, m.weights, 64, 4, 1);
+    int index = 0;
+    for (const auto& g : ref.at("greedy").as_array()) {
+      const auto output = ints(g.at("output"));
+      matched += check_greedy("greedy " + name + " case " + std::to_string(index++), *gpu, cpu, ints(g.at("prompt")),
+                              output, iota_pages(64));
+      total += output.size();
+    }
+  }
+
+  // The embedded default model (bf16 weights) and its own reference.
+  const std::string dir = default_model_dir();
+  const loaded_model m = load_model(dir);
+  auto gpu = load_cuda_backend(dir, 64, 16);
+  cpu_backend cpu(m.config, m.weights, 64, 16, 1);
+  const json::value ref = read_json(test_data() / "models" / "default_reference.json");
+  int index = 0;
+  double worst = 0;
+  for (const auto& c : ref.as_array()) {
+    const auto ids = ints(c.at("ids"));
+    const double err = rel_l2(step(*gpu, ids, 0, iota_pages(64)), floats(c.at("last_logits")));
+    CHECK(err < max_rel_l2);
+    worst = std::max(worst, err);
+    const auto output = ints(c.at("greedy"));
+    matched += check_greedy("greedy default case " + std::to_string(index++), *gpu, cpu, ids, output, iota_pages(64));
+    total += output.size();
+  }
+  summary("reference logits default: max rel-L2 of the prompts' last logits " + fixed(worst));
+  summary("greedy overall: free runs match " + std::to_string(matched) + "/" + std::to_string(total) + " tokens");
+}
+
+TEST_CASE("chunked prefill (chunks 1, 16, whole) agrees with whole-prompt prefill and with the fp32 CPU backend") {
+  for (int variant : {0, 1, 2}) {
+    const uint32_t seed = fresh_seed();
+    CAPTURE(variant);
+    CAPTURE(seed);
+    const loaded_model m = make_dummy_model(dummy_config(variant), seed);
+    std::mt19937 rng(seed);
+    const int32_t vocab = m.config.vocab_size, prompt_len = 160, steps = 16, page_size = 8, num_pages = 32;
+    const auto prompt = random_tokens(prompt_len, vocab, rng);
+    auto pages = iota_pages(num_pages); // shuffled: page order must not matter
+    std::shuffle(pages.begin(), pages.end(), rng);
+
+    // Whole-prompt prefill, then `steps` greedy tokens; trace[i] are the
+    // logits before continuation[i].
+    auto whole = gpu_backend(m, num_pages, page_size);
+    std::vector<std::vector<float>> trace{prefill(*whole, prompt, prompt.size(), pages)};
+    std::vector<int32_t> continuation;
+    for (int32_t i = 0; i < steps; ++i) {
+      continuation.push_back(argmax(trace.back()));
+      trace.push_back(step(*whole, {continuation.back()}, prompt_len + i, pages));
+    }
+
+    // The same tokens through the fp32 CPU backend.
+    cpu_backend cpu(m.config, m.weights, num_pages, page_size);
+    double worst_cpu = rel_l2(trace[0], prefill(cpu, prompt, prompt.size(), pages));
+    for (int32_t i = 0; i < steps; ++i)
+      worst_cpu = std::max(worst_cpu, rel_l2(trace[size_t(i) + 1], step(cpu, {continuation[size_t(i)]}, prompt_len + i, pages)));
+    CHECK(worst_cpu < max_rel_l2);
+
+    std::string line = "chunked prefill, model " + std::to_string(variant) + ": GPU vs fp32 CPU max rel-L2 " +
+                       fixed(worst_cpu);
+    for (size_t chunk : {size_t(1), size_t(16), size_t(prompt_len)}) {
+      CAPTURE(chunk);
+      auto b = gpu_backend(m, num_pages, page_size);
+      std::vector<float> logits = prefill(*b, prompt, chunk, pages);
+      double worst = 0;
+      bool identical = true;
+      for (int32_t i = 0; i <= steps; ++i) {
+        const auto& want = trace[size_t(i)];
+        identical = identical && logits == want;
+        worst = std::max(worst, rel_l2(logits, want));
+        if (margin(want) > close_margin) CHECK(argmax(logits) == argmax(want));
+        if (i < steps) logits = step(*b, {continuation[size_t(i)]}, prompt_len + i, pages);
+      }
+      CHECK(worst < max_rel_l2);
+      // Same inputs, same launches: anything but equal bits is a race.
+      if (chunk == size_t(prompt_len)) CHECK(identical);
+      line += ", chunk " + std::to_string(chunk) + " vs whole " + (identical ? "bit-identical" : fixed(worst));
+    }
+    summary(line);
+  }
+}
+
+TEST_CASE("a mixed prefill + decode batch gives each sequence the logits it gets alone") {
+  for (int variant : {0, 1, 2}) {
+    const uint32_t seed = fresh_seed();
+    CAPTURE(variant);
+    CAPTURE(seed);
+    const loaded_model m = make_dummy_model(dummy_config(variant), seed);
+    std::mt19937 rng(seed);
+    const int32_t vocab = m.config.vocab_size, page_size = 16;
+    // A is mid-prefill (40 done, 50 new), B and D decode, C is a new prompt;
+    // D wants no logits. Ten pages each.
+    const auto a = random_tokens(90, vocab, rng), b = random_tokens(70, vocab, rng);
+    const auto c = random_tokens(33, vocab, rng), d = random_tokens(130, vocab, rng);
+    const auto pa = iota_pages(10, 0), pb = iota_pages(10, 10), pc = iota_pages(10, 20), pd = iota_pages(10, 30);
+    const std::vector<int32_t> a_done(a.begin(), a.begin() + 40), a_new(a.begin() + 40, a.end());
+    const std::vector<int32_t> b_done(b.begin(), b.end() - 1), d_done(d.begin(), d.end() - 1);
+
+    auto alone = gpu_backend(m, 40, page_size);
+    prefill(*alone, a_done, 64, pa);
+    const auto want_a = step(*alone, a_new, 40, pa);
+    prefill(*alone, b_done, 64, pb);
+    const auto want_b = step(*alone, {b.back()}, 69, pb);
+    const auto want_c = step(*alone, c, 0, pc);
+    prefill(*alone, d_done, 64, pd);
+    step(*alone, {d.back()}, 129, pd);
+
+    auto mixed = gpu_backend(m, 40, page_size);
+    prefill(*mixed, a_done, 64, pa);
+    prefill(*mixed, b_done, 64, pb);
+    prefill(*mixed, d_done, 64, pd);
+    forward_batch batch;
+    batch.seqs.push_back({a_new, 40, pa, true});
+    batch.seqs.push_back({{b.back()}, 69, pb, true});
+    batch.seqs.push_back({c, 0, pc, true});
+    batch.seqs.push_back({{d.back()}, 129, pd, false});
+    std::vector<float> logits(size_t(3 * vocab), std::numeric_limits<float>::quiet_NaN());
+    mixed->forward(batch, logits);
+    REQUIRE(logits.size() == size_t(3 * vocab));
+    const double err_a = rel_l2(row(logits, 0, size_t(vocab)), want_a);
+    const double err_b = rel_l2(row(logits, 1, size_t(vocab)), want_b);
+    const double err_c = rel_l2(row(logits, 2, size_t(vocab)), want_c);
+    CHECK(err_a < max_rel_l2);
+    CHECK(err_b < max_rel_l2);
+    CHECK(err_c < max_rel_l2);
+
+    // D's K/V were written although it asked for no logits: its next step
+    // agrees on both backends.
+    const int32_t next = argmax(want_c);
+    const double err_d = rel_l2(step(*mixed, {next}, 130, pd), step(*alone, {next}, 130, pd));
+    CHECK(err_d < max_rel_l2);
+    summary("mixed batch, model " + std::to_string(variant) + ": rel-L2 vs alone: prefill chunk " + fixed(err_a) +
+            ", decode " + fixed(err_b) + ", new prompt " + fixed(err_c) + ", no-logits decode's next step " +
+            fixed(err_d));
+  }
+}
+
+TEST_CASE("invalid input throws a clear error") {
+  const loaded_model m = make_dummy_model(dummy_config(1), 1);
+  auto b = gpu_backend(m, 4, 8);
+  std::vector<float> logits;
+  auto run = [&](std::vector<int32_t> tokens, int32_t start, std::vector<int32_t> pages) {
+    forward_batch batch;
+    batch.seqs.push_back({std::move(tokens), start, std::move(pages), true});
+    b->forward(batch, logits);
+  };
+  CHECK_THROWS_WITH_AS(run({1, 512}, 0, {0}), doctest::Contains("token id 512"), error);
+  CHECK_THROWS_WITH_AS(run({-1}, 0, {0}), doctest::Contains("token id -1"), error);
+  CHECK_THROWS_WITH_AS(run(std::vector<int32_t>(9, 1), 0, {0}), doctest::Contains("page table has 1 pages"), error);
+  CHECK_THROWS_WITH_AS(run({1}, 8, {0}), doctest::Contains("need 2"), error);
+  CHECK_THROWS_WITH_AS(run({1}, 0, {4}), doctest::Contains("page id 4"), error);
+  CHECK_THROWS_WITH_AS(run({}, 0, {0}), doctest::Contains("no new tokens"), error);
+  CHECK_THROWS_WITH_AS(run({1}, -1, {0}), doctest::Contains("negative start_pos"), error);
+  // The backend still works after refusing a batch.
+  const auto ok = step(*b, {1, 2, 3}, 0, {0});
+  CHECK(std::all_of(ok.begin(), ok.end(), [](float x) { return std::isfinite(x); }));
+
+  model_config odd = m.config;
+  odd.head_dim = 20;
+  const loaded_model odd_model = make_dummy_model(odd, 1);
+  CHECK_THROWS_WITH_AS(gpu_backend(odd_model, 4, 8), doctest::Contains("head_dim 20 has no attention kernel"), error);
+  model_config wrong = m.config;
+  wrong.intermediate_size = 100;
+  CHECK_THROWS_WITH_AS(cuda_backend(wrong, *m.weights, 4, 8),
+                       doctest::Contains("layers.0.mlp.gate_proj.weight has shape [384, 256], expected [100, 256]"),
+                       error);
+  CHECK_THROWS_AS(cuda_backend(m.config, *m.weights, 0, 8), error);
+}
+
+// Run with --no-skip: prefill and decode speed on Llama 3.2 1B shapes with
+// dummy weights. A baseline for the performance work, not a check.
+TEST_CASE("throughput on llama3-1b shapes" * doctest::skip()) {
+  const fs::path shapes = test_data().parent_path().parent_path() / "tools" / "shapes";
+  const model_config c = load_model_config((shapes / "llama3-1b" / "config.json").string());
+  const loaded_model m = make_dummy_model(c, 3);
+  const int32_t page_size = 16, batch = 32, prompt_len = 512, decode_steps = 64;
+  const int32_t pages_per_seq = (prompt_len + decode_steps + page_size - 1) / page_size;
+  cuda_backend b(c, *m.weights, batch * pages_per_seq, page_size);
+  std::mt19937 rng(fresh_seed());
+  using clock = std::chrono::steady_clock;
+  const auto seconds = [](clock::time_point since) { return std::chrono::duration<double>(clock::now() - since).count(); };
+  std::vector<float> logits;
+
+  // Prefill: `seqs` prompts of prompt_len in one step (repeated; the first run warms up).
+  const auto prefill_rate = [&](int32_t seqs) {
+    forward_batch f;
+    for (int32_t s = 0; s < seqs; ++s)
+      f.seqs.push_back({random_tokens(prompt_len, c.vocab_size, rng), 0, iota_pages(pages_per_seq, s * pages_per_seq), true});
+    b.forward(f, logits);
+    const int reps = 3;
+    const auto t0 = clock::now();
+    for (int i = 0; i < reps; ++i) b.forward(f, logits);
+    return reps * seqs * prompt_len / seconds(t0);
+  };
+  // Decode: `seqs` sequences one token each per step, after their prompts.
+  const auto decode_rate = [&](int32_t seqs) {
+    forward_batch f;
+    for (int32_t s = 0; s < seqs; ++s) f.seqs.push_back({{1}, prompt_len, iota_pages(pages_per_seq, s * pages_per_seq), true});
+    b.forward(f, logits); // warm up
+    const auto t0 = clock::now();
+    for (int32_t i = 0; i < decode_steps; ++i) {
+      for (int32_t s = 0; s < seqs; ++s) {
+        const auto first = logits.begin() + ptrdiff_t(s) * c.vocab_size;
+        f.seqs[size_t(s)].tokens = {int32_t(std::max_element(first, first + c.vocab_size) - first)};
+        f.seqs[size_t(s)].start_pos = prompt_len + i;
+      }
+      b.forward(f, logits);
+    }
+    return decode_steps * seqs / seconds(t0);
+  };
+  const double p1 = prefill_rate(1), p8 = prefill_rate(8);
+  prefill_rate(batch); // fills every sequence's prompt for the decode runs
+  const double d1 = decode_rate(1), d32 = decode_rate(batch);
+  summary("throughput llama3-1b, dummy weights: prefill 1x512 " + fixed(p1, 3) + " tok/s, 8x512 " + fixed(p8, 3) +
+          " tok/s; decode batch 1 " + fixed(d1, 3) + " tok/s (" + fixed(1000.0 / d1, 3) + " ms/step), batch 32 " +
+          fixed(d32, 3) + " tok/s (" + fixed(1000.0 * batch / d32, 3) + " ms/step)");
+}
