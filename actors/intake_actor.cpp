@@ -1,0 +1,112 @@
+#include "actors/intake_actor.h"
+
+#include <algorithm>
+
+#include "actors/output_actor.h"
+
+namespace kvactor {
+
+namespace {
+
+using self_ptr = engine_actor::stateful_pointer<intake_state>;
+
+// Ends a request that never reached the scheduler.
+void fail(self_ptr self, const output_actor& out, uint64_t id, error_code code, std::string message) {
+  seq_event e;
+  e.what = seq_event::kind::finished;
+  e.id = id;
+  e.reason = code == error_code::cancelled ? finish_reason::cancelled : finish_reason::error;
+  e.error = code;
+  e.message = std::move(message);
+  self->send(out, e);
+  if (self->state.observer)
+    self->state.observer(life_event{id, life_stage::finished, 0, 0, e.reason, code,
+                                    std::chrono::steady_clock::now()});
+}
+
+// Prompt tokens are known: check the length and hand over to the scheduler.
+void submit(self_ptr self, const output_actor& out, uint64_t id, const generate_request& r,
+            std::vector<int32_t> user_tokens) {
+  const intake_options& o = self->state.options;
+  token_list system;
+  if (!r.system.empty()) system = o.system_prompts.at(r.system);
+  auto prompt = std::make_shared<std::vector<int32_t>>();
+  if (system) prompt->assign(system->begin(), system->end());
+  prompt->insert(prompt->end(), user_tokens.begin(), user_tokens.end());
+  if (prompt->empty()) return fail(self, out, id, error_code::bad_request, "the prompt encodes to no tokens");
+  if (auto problem = check_prompt_length(prompt->size(), o.limits))
+    return fail(self, out, id, problem->code, problem->message);
+
+  seq_params p;
+  p.id = id;
+  p.sampling = r.sampling;
+  p.max_tokens = std::min(r.max_tokens, o.limits.max_context - int32_t(prompt->size()));
+  p.max_total_tokens = o.limits.max_context;
+  if (!r.ignore_eos) p.stop_token_ids = o.eos_token_ids;
+  p.priority = r.priority;
+  p.ns = o.prefix_namespace;
+  p.system = r.system;
+  p.system_tokens = system ? int32_t(system->size()) : 0;
+  p.prompt = std::move(prompt);
+  self->send(self->state.scheduler, add_atom_v, std::move(p), out);
+}
+
+} // namespace
+
+engine_actor::behavior_type intake(self_ptr self, intake_options options, scheduler_actor scheduler,
+                                   std::vector<tokenizer_actor> workers, std::shared_ptr<const tokenizer> tok,
+                                   lifecycle_observer observer) {
+  auto& st = self->state;
+  st.options = std::move(options);
+  st.scheduler = std::move(scheduler);
+  st.workers = std::move(workers);
+  st.tok = std::move(tok);
+  st.observer = std::move(observer);
+  self->link_to(st.scheduler);
+  for (const auto& w : st.workers) self->link_to(w);
+  return {
+    [self](generate_atom, const generate_request& r, const generation_sink& sink) -> uint64_t {
+      auto& st = self->state;
+      const uint64_t id = st.next_id++;
+      const auto now = std::chrono::steady_clock::now();
+      if (st.observer) st.observer(life_event{id, life_stage::submitted, 0, 0, {}, {}, now});
+      auto out = self->spawn(output, id, sink, st.scheduler, st.tok, r.stop, now);
+      if (auto problem = check_request(r, st.options.limits)) {
+        fail(self, out, id, problem->code, problem->message);
+        return id;
+      }
+      if (!r.prompt_tokens.empty()) {
+        submit(self, out, id, r, r.prompt_tokens);
+        return id;
+      }
+      // With a system prompt (which brings BOS), the user text adds no specials.
+      const bool add_special = r.system.empty();
+      const auto& worker = st.workers[st.next_worker++ % st.workers.size()];
+      st.tokenizing.emplace(id, false);
+      self->request(worker, caf::infinite, tokenize_atom_v, r.prompt, add_special)
+        .then(
+          [self, out, id, r](std::vector<int32_t>& tokens) {
+            const bool cancelled = self->state.tokenizing.at(id);
+            self->state.tokenizing.erase(id);
+            if (cancelled) return fail(self, out, id, error_code::cancelled, "cancelled");
+            submit(self, out, id, r, std::move(tokens));
+          },
+          [self, out, id](caf::error& err) {
+            self->state.tokenizing.erase(id);
+            fail(self, out, id, error_code::bad_request,
+                 "the prompt could not be tokenized: " + self->system().render(err));
+          });
+      return id;
+    },
+    [self](cancel_atom, uint64_t id) {
+      auto& st = self->state;
+      if (auto it = st.tokenizing.find(id); it != st.tokenizing.end())
+        it->second = true;
+      else
+        self->send(st.scheduler, cancel_atom_v, id);
+    },
+    [self](stats_atom) { return self->delegate(self->state.scheduler, stats_atom_v); },
+  };
+}
+
+} // namespace kvactor
