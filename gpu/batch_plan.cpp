@@ -1,5 +1,6 @@
 #include "gpu/batch_plan.h"
 
+#include <cstring>
 #include <string>
 
 #include "runtime/error.h"
@@ -7,6 +8,8 @@
 namespace kvactor::gpu {
 
 namespace {
+
+constexpr size_t sample_row_elems = sizeof(sample_row) / sizeof(int32_t);
 
 void validate(const seq_step& q, size_t index, int32_t vocab_size, const kv_layout& layout) {
   const std::string where = "forward: sequence " + std::to_string(index) + ": ";
@@ -28,29 +31,46 @@ void validate(const seq_step& q, size_t index, int32_t vocab_size, const kv_layo
                   std::to_string(layout.num_pages) + ")");
 }
 
+int32_t pages_of(const seq_step& q, const kv_layout& layout) {
+  return (q.start_pos + int32_t(q.tokens.size()) + layout.page_size - 1) / layout.page_size;
+}
+
+void check_samples(std::span<const sample_row> samples, int32_t num_logits) {
+  if (!samples.empty() && samples.size() != size_t(num_logits))
+    throw error("forward: " + std::to_string(samples.size()) + " sampling rows for " + std::to_string(num_logits) +
+                " logits rows");
+}
+
+void put_samples(batch_plan& p, std::span<const sample_row> samples) {
+  if (!samples.empty()) std::memcpy(p.data.data() + p.sample_rows, samples.data(), samples.size_bytes());
+}
+
 } // namespace
 
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
-                      batch_plan& plan) {
+                      batch_plan& plan, std::span<const sample_row> samples) {
   int64_t num_tokens = 0, num_pages = 0, num_tiles = 0;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const seq_step& q = batch.seqs[s];
     validate(q, s, vocab_size, layout);
     const int64_t n = int64_t(q.tokens.size());
     num_tokens += n;
-    num_pages += (q.start_pos + n + layout.page_size - 1) / layout.page_size;
+    num_pages += pages_of(q, layout);
     num_tiles += (n + tile_tokens - 1) / tile_tokens;
   }
   if (num_tokens > INT32_MAX || num_pages > INT32_MAX)
     throw error("forward: a batch of " + std::to_string(num_tokens) + " tokens and " + std::to_string(num_pages) +
                 " page entries is too large");
+  check_samples(samples, batch.num_logits());
 
   batch_plan& p = plan;
   p.num_tokens = int32_t(num_tokens);
   p.num_seqs = int32_t(batch.seqs.size());
   p.num_logits = batch.num_logits();
+  p.real_logits = p.num_logits;
   p.num_tiles = int32_t(num_tiles);
   p.tile_tokens = tile_tokens;
+  p.decode_rows = 0;
   size_t offset = 0;
   const auto place = [&](size_t count) {
     const size_t at = offset;
@@ -65,6 +85,10 @@ void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_l
   p.page_indices = place(size_t(num_pages));
   p.logit_rows = place(size_t(p.num_logits));
   p.tile_first = place(size_t(num_tiles));
+  if (!samples.empty()) {
+    offset += offset % 2; // 8-byte alignment of the sample rows
+    p.sample_rows = place(samples.size() * sample_row_elems);
+  }
   p.data.resize(offset);
 
   int32_t* d = p.data.data();
@@ -79,7 +103,7 @@ void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_l
       d[p.positions + token + i] = q.start_pos + i;
       d[p.token_seq + token + i] = s;
     }
-    const int32_t pages = (q.start_pos + n + layout.page_size - 1) / layout.page_size;
+    const int32_t pages = pages_of(q, layout);
     for (int32_t i = 0; i < pages; ++i) d[p.page_indices + page_entry + i] = q.page_table[size_t(i)];
     for (int32_t i = 0; i < n; i += tile_tokens) d[p.tile_first + tile++] = token + i;
     if (q.want_logits) d[p.logit_rows + logit++] = token + n - 1;
@@ -88,6 +112,78 @@ void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_l
   }
   d[p.qo_indptr + p.num_seqs] = token;
   d[p.page_indptr + p.num_seqs] = page_entry;
+  put_samples(p, samples);
+}
+
+bool is_decode_batch(const forward_batch& batch) {
+  for (const seq_step& q : batch.seqs)
+    if (q.tokens.size() != 1) return false;
+  return !batch.seqs.empty();
+}
+
+size_t decode_plan_header(int32_t max_rows) {
+  const size_t m = size_t(max_rows);
+  const size_t arrays = 7 * m + 2; // token_ids .. tile_first
+  return arrays + arrays % 2 + m * sample_row_elems;
+}
+
+void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t rows,
+                       int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples) {
+  const int32_t real = int32_t(batch.seqs.size());
+  if (!is_decode_batch(batch) || real > rows || rows > max_rows)
+    throw error("build_decode_plan: needs 1 to " + std::to_string(rows) + " sequences of one new token each");
+  int64_t num_pages = 0;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    validate(batch.seqs[s], s, vocab_size, layout);
+    num_pages += pages_of(batch.seqs[s], layout);
+  }
+  if (num_pages > INT32_MAX) throw error("forward: " + std::to_string(num_pages) + " page entries are too many");
+  check_samples(samples, batch.num_logits());
+
+  batch_plan& p = plan;
+  const size_t m = size_t(max_rows);
+  p.num_tokens = rows;
+  p.num_seqs = rows;
+  p.num_logits = rows;
+  p.real_logits = batch.num_logits();
+  p.num_tiles = rows;
+  p.tile_tokens = 1;
+  p.decode_rows = rows;
+  p.token_ids = 0;
+  p.positions = m;
+  p.token_seq = 2 * m;
+  p.qo_indptr = 3 * m;
+  p.page_indptr = 4 * m + 1;
+  p.logit_rows = 5 * m + 2;
+  p.tile_first = 6 * m + 2;
+  p.sample_rows = (7 * m + 2) + (7 * m + 2) % 2;
+  p.page_indices = decode_plan_header(max_rows);
+  p.data.resize(p.page_indices + size_t(num_pages));
+
+  int32_t* d = p.data.data();
+  int32_t page_entry = 0, logit = 0;
+  for (int32_t s = 0; s < rows; ++s) {
+    const bool padding = s >= real;
+    d[p.token_ids + s] = padding ? 0 : batch.seqs[size_t(s)].tokens[0];
+    d[p.positions + s] = padding ? -1 : batch.seqs[size_t(s)].start_pos;
+    d[p.token_seq + s] = s;
+    d[p.qo_indptr + s] = s;
+    d[p.tile_first + s] = s;
+    d[p.page_indptr + s] = page_entry;
+    if (padding) continue;
+    const seq_step& q = batch.seqs[size_t(s)];
+    const int32_t pages = pages_of(q, layout);
+    for (int32_t i = 0; i < pages; ++i) d[p.page_indices + page_entry + i] = q.page_table[size_t(i)];
+    page_entry += pages;
+    if (q.want_logits) d[p.logit_rows + logit++] = s;
+  }
+  d[p.qo_indptr + rows] = rows;
+  d[p.page_indptr + rows] = page_entry;
+  for (int32_t r = logit; r < rows; ++r) d[p.logit_rows + r] = 0;
+  put_samples(p, samples);
+  const sample_row greedy{};
+  for (int32_t r = int32_t(samples.size()); r < rows; ++r)
+    std::memcpy(d + p.sample_rows + size_t(r) * sample_row_elems, &greedy, sizeof greedy);
 }
 
 } // namespace kvactor::gpu

@@ -1,21 +1,21 @@
 #pragma once
 // The CUDA backend: a Llama-family forward pass on one GPU (built for Hopper,
-// sm_90a). Weights live on the device in bf16, the paged KV cache in bf16 in
-// kv_layout's layout, allocated once. Each step flattens the batch's metadata
-// into one pinned buffer and copies it over once; the projections are
-// cuBLASLt GEMMs (bf16 in and out, fp32 accumulation); the residual stream,
-// norms, RoPE and softmax are fp32.
-//
-// All work goes to the backend's own stream on the device that was current
-// when it was constructed; forward() returns once the logits are on the host.
+// sm_90a), as the engine's `backend`. It owns a cuda_model (weights and the
+// paged KV cache) and one cuda_executor on a stream of its own; engines that
+// run several streams share the model among executors instead
+// (gpu/cuda_executor.h). forward() returns once the logits are on the host.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "gpu/cuda_executor.h"
+#include "gpu/cuda_model.h"
 #include "runtime/backend.h"
 #include "runtime/model_loader.h"
 #include "runtime/model_weights.h"
+#include "runtime/sampler.h"
 
 namespace kvactor {
 
@@ -23,27 +23,31 @@ class cuda_backend final : public backend {
  public:
   // From the tensors of a model directory (load_weight_views), converted to
   // bf16 on upload.
-  cuda_backend(model_config config, const std::vector<weight_view>& weights, int32_t num_pages, int32_t page_size);
+  cuda_backend(model_config config, const std::vector<weight_view>& weights, int32_t num_pages, int32_t page_size,
+               cuda_executor_options options = {});
   // From fp32 weights, e.g. make_dummy_model's, converted to bf16 on upload.
-  cuda_backend(model_config config, const model_weights& weights, int32_t num_pages, int32_t page_size);
-  ~cuda_backend() override;
+  cuda_backend(model_config config, const model_weights& weights, int32_t num_pages, int32_t page_size,
+               cuda_executor_options options = {});
+  explicit cuda_backend(std::shared_ptr<cuda_model> model, cuda_executor_options options = {});
 
-  const model_config& config() const override { return config_; }
-  const kv_layout& layout() const override { return layout_; }
+  const model_config& config() const override { return model_->config(); }
+  const kv_layout& layout() const override { return model_->layout(); }
   void forward(const forward_batch& batch, std::vector<float>& logits) override;
+  // cuda_executor::forward_and_sample: only token ids cross to the host.
+  void forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens);
+
+  const std::shared_ptr<cuda_model>& model() const { return model_; }
+  cuda_executor& executor() { return executor_; }
 
  private:
-  struct state;
-  cuda_backend(model_config config, int32_t num_pages, int32_t page_size);
-  void run_layer(int32_t layer);
-
-  model_config config_;
-  kv_layout layout_;
-  std::unique_ptr<state> state_;
+  std::shared_ptr<cuda_model> model_;
+  cuda_executor executor_;
 };
 
 // A backend for the model directory `dir` (config.json, generation_config.json
 // and the safetensors files). Throws load_error / kvactor::error.
-std::unique_ptr<cuda_backend> load_cuda_backend(const std::string& dir, int32_t num_pages, int32_t page_size);
+std::unique_ptr<cuda_backend> load_cuda_backend(const std::string& dir, int32_t num_pages, int32_t page_size,
+                                                cuda_executor_options options = {});
 
 } // namespace kvactor

@@ -1,8 +1,10 @@
 #include "gpu/device_weights.h"
 
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
+#include "gpu/random_fill.h"
 #include "runtime/error.h"
 #include "runtime/safetensors.h"
 
@@ -149,6 +151,42 @@ device_weights upload_weights(const model_config& c, const host_tensor_map& tens
   }
   w.final_norm = upload_vector(tensors, {"model.norm.weight"}, {h});
   if (!c.tie_word_embeddings) w.lm_head = upload_matrix(tensors, {"lm_head.weight"}, {vocab}, h);
+  return w;
+}
+
+device_weights random_weights(const model_config& c, uint64_t seed) {
+  const int64_t vocab = c.vocab_size, h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(), inter = c.intermediate_size;
+  uint64_t tensor = 0; // each tensor draws from its own stream
+  const auto matrix = [&](int64_t rows, int64_t cols) {
+    device_buffer<bf16> m(size_t(rows * cols));
+    fill_random(m.get(), m.size(), 0.0f, 1.0f / std::sqrt(float(cols)), seed + 1000003 * ++tensor, nullptr);
+    return m;
+  };
+  const auto values = [&](int64_t n, float mean) {
+    device_buffer<float> v(static_cast<size_t>(n));
+    fill_random(v.get(), v.size(), mean, 0.05f, seed + 1000003 * ++tensor, nullptr);
+    return v;
+  };
+  device_weights w;
+  w.embed_tokens = matrix(vocab, h);
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    device_layer_weights d;
+    d.input_norm = values(h, 1.0f);
+    d.qkv = matrix(q + 2 * kv, h);
+    if (c.attention_bias) d.qkv_bias = values(q + 2 * kv, 0.0f);
+    if (c.qk_norm) {
+      d.q_norm = values(c.head_dim, 1.0f);
+      d.k_norm = values(c.head_dim, 1.0f);
+    }
+    d.o_proj = matrix(h, q);
+    d.post_attention_norm = values(h, 1.0f);
+    d.gate_up = matrix(2 * inter, h);
+    d.down = matrix(h, inter);
+    w.layers.push_back(std::move(d));
+  }
+  w.final_norm = values(h, 1.0f);
+  if (!c.tie_word_embeddings) w.lm_head = matrix(vocab, h);
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
   return w;
 }
 

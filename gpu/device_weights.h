@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
@@ -61,5 +62,10 @@ host_tensor_map host_tensors(const model_weights& weights, const model_config& c
 // device. Throws kvactor::error naming a tensor that is missing or has the
 // wrong shape.
 device_weights upload_weights(const model_config& config, const host_tensor_map& tensors);
+
+// Random weights drawn on the current device, scaled like make_dummy_model's
+// (matrices 1 / sqrt(in_features), norms near 1, biases 0.05): the
+// benchmarks' stand-in for a checkpoint.
+device_weights random_weights(const model_config& config, uint64_t seed);
 
 } // namespace kvactor::gpu

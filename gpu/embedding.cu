@@ -1,23 +1,35 @@
 #include "gpu/cuda_check.h"
 #include "gpu/embedding.h"
+#include "gpu/vec.cuh"
 
 namespace kvactor::gpu {
 
 namespace {
 
-__global__ void embedding_kernel(const int32_t* token_ids, const __nv_bfloat16* embed, float* residual,
-                                 int32_t hidden) {
-  const int32_t t = blockIdx.x;
-  const __nv_bfloat16* row = embed + size_t(token_ids[t]) * hidden;
-  float* out = residual + size_t(t) * hidden;
-  for (int32_t i = threadIdx.x; i < hidden; i += blockDim.x) out[i] = __bfloat162float(row[i]);
+constexpr int embedding_threads = 256;
+
+// One thread per 8 elements: one 16-byte load, two 16-byte stores.
+__global__ void __launch_bounds__(embedding_threads)
+    embedding_kernel(const int32_t* token_ids, const __nv_bfloat16* embed, float* residual, int32_t hidden) {
+  const int32_t t = blockIdx.y;
+  const int32_t chunk = blockIdx.x * blockDim.x + threadIdx.x;
+  if (chunk * 8 >= hidden) return;
+  const uint4 v = *reinterpret_cast<const uint4*>(embed + size_t(token_ids[t]) * hidden + chunk * 8);
+  float f[8];
+  unpack8(v, f);
+  float4* out = reinterpret_cast<float4*>(residual + size_t(t) * hidden + chunk * 8);
+  out[0] = make_float4(f[0], f[1], f[2], f[3]);
+  out[1] = make_float4(f[4], f[5], f[6], f[7]);
 }
 
 } // namespace
 
 void launch_embedding(const int32_t* token_ids, const __nv_bfloat16* embed, float* residual, int32_t num_tokens,
                       int32_t hidden, cudaStream_t stream) {
-  embedding_kernel<<<num_tokens, 256, 0, stream>>>(token_ids, embed, residual, hidden);
+  if (num_tokens == 0) return;
+  const int chunks = hidden / 8;
+  const dim3 grid(unsigned((chunks + embedding_threads - 1) / embedding_threads), unsigned(num_tokens));
+  embedding_kernel<<<grid, embedding_threads, 0, stream>>>(token_ids, embed, residual, hidden);
   KVACTOR_CUDA_CHECK_LAUNCH();
 }
 

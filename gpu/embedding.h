@@ -7,7 +7,7 @@
 namespace kvactor::gpu {
 
 // residual[t, :] = embed[token_ids[t], :] as fp32. Token ids are checked on
-// the host.
+// the host; hidden is a multiple of 8.
 void launch_embedding(const int32_t* token_ids,     // [num_tokens]
                       const __nv_bfloat16* embed,   // [vocab, hidden]
                       float* residual,              // [num_tokens, hidden]

@@ -1,7 +1,9 @@
 #pragma once
 // Linear layers through cuBLASLt: y[m, n] = x[m, k] . w[n, k]^T with bf16
 // inputs, fp32 accumulation and a bf16 or fp32 result. The descriptors and
-// the algorithm cuBLASLt's heuristic picks are kept per shape.
+// an algorithm are kept per shape: cuBLASLt's first choice, or with `tune`
+// the fastest of its first candidates, timed once at the shape's first run
+// (then results can differ between runners in the last bits).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -16,7 +18,7 @@ namespace kvactor::gpu {
 
 class gemm_runner {
  public:
-  explicit gemm_runner(cudaStream_t stream);
+  explicit gemm_runner(cudaStream_t stream, bool tune = false);
   gemm_runner(const gemm_runner&) = delete;
   gemm_runner& operator=(const gemm_runner&) = delete;
   ~gemm_runner();
@@ -34,9 +36,13 @@ class gemm_runner {
   };
   using shape = std::tuple<int64_t, int64_t, int64_t, cudaDataType_t>; // m, n, k, y_type
 
-  const plan& plan_for(const shape& s);
+  const plan& plan_for(const shape& s, const __nv_bfloat16* x, const __nv_bfloat16* w, void* y);
+  // The fastest of `candidates` on these operands.
+  cublasLtMatmulAlgo_t fastest(const plan& p, const cublasLtMatmulHeuristicResult_t* candidates, int count,
+                               const __nv_bfloat16* x, const __nv_bfloat16* w, void* y);
 
   cudaStream_t stream_;
+  bool tune_;
   cublasLtHandle_t handle_ = nullptr;
   device_buffer<unsigned char> workspace_;
   std::map<shape, plan> plans_;

@@ -9,12 +9,14 @@ namespace kvactor::gpu {
 namespace {
 
 template <int HEAD_DIM>
+void set_smem_limit(int32_t rows) {
+  KVACTOR_CUDA_CHECK(cudaFuncSetAttribute(paged_attention_kernel<HEAD_DIM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(attention_smem_layout(HEAD_DIM, rows).total)));
+}
+
+template <int HEAD_DIM>
 void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   const size_t smem = attention_smem_layout(HEAD_DIM, p.tile_tokens * p.group).total;
-  // Above 48 KiB a kernel must opt in (per device, so on every launch).
-  if (smem > 48 * 1024)
-    KVACTOR_CUDA_CHECK(cudaFuncSetAttribute(paged_attention_kernel<HEAD_DIM>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(unsigned(num_tiles), unsigned(p.kv.num_kv_heads));
   paged_attention_kernel<HEAD_DIM><<<grid, attention_threads, smem, stream>>>(p);
   KVACTOR_CUDA_CHECK_LAUNCH();
@@ -31,6 +33,17 @@ bool paged_attention_supports(int32_t head_dim) {
 
 size_t paged_attention_smem_bytes(int32_t head_dim, int32_t rows) {
   return attention_smem_layout(head_dim, rows).total;
+}
+
+void init_paged_attention(int32_t head_dim, int32_t rows) {
+  switch (head_dim) {
+    case 16: set_smem_limit<16>(rows); break;
+    case 32: set_smem_limit<32>(rows); break;
+    case 64: set_smem_limit<64>(rows); break;
+    case 128: set_smem_limit<128>(rows); break;
+    case 256: set_smem_limit<256>(rows); break;
+    default: throw error("paged attention: head_dim " + std::to_string(head_dim) + " has no kernel");
+  }
 }
 
 void launch_paged_attention(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {

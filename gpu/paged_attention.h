@@ -38,6 +38,10 @@ bool paged_attention_supports(int32_t head_dim);
 // Dynamic shared memory of one block.
 size_t paged_attention_smem_bytes(int32_t head_dim, int32_t rows);
 
+// Raises the kernel's shared-memory limit for tiles of `rows` query rows;
+// once per device before launching.
+void init_paged_attention(int32_t head_dim, int32_t rows);
+
 void launch_paged_attention(const attention_params& params, int32_t num_tiles, cudaStream_t stream);
 
 } // namespace kvactor::gpu

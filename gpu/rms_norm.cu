@@ -1,35 +1,52 @@
 #include "gpu/cuda_check.h"
 #include "gpu/reduce.cuh"
 #include "gpu/rms_norm.h"
+#include "gpu/vec.cuh"
 
 namespace kvactor::gpu {
 
 namespace {
 
-constexpr int rms_norm_threads = 256;
+constexpr int cached_vectors = 8; // float4 per thread held between the passes
 
-__global__ void __launch_bounds__(rms_norm_threads)
+__global__ void __launch_bounds__(1024)
     add_rms_norm_kernel(const int32_t* rows, float* residual, const __nv_bfloat16* delta, bool update_residual,
                         const float* weight, __nv_bfloat16* out, int32_t hidden, float eps) {
   __shared__ float scratch[32];
   const int32_t r = blockIdx.x;
   const int32_t s = rows ? rows[r] : r;
-  float* x = residual + size_t(s) * hidden;
-  const __nv_bfloat16* dx = delta ? delta + size_t(s) * hidden : nullptr;
-  // NOTE: each thread reads back only the elements it wrote itself, so the
-  // second pass needs no barrier.
+  const int32_t vectors = hidden / 4;
+  float4* x = reinterpret_cast<float4*>(residual + size_t(s) * hidden);
+  const uint2* dx = delta ? reinterpret_cast<const uint2*>(delta + size_t(s) * hidden) : nullptr;
+  float4 v[cached_vectors];
   float sum_sq = 0.0f;
-  for (int32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-    const float v = dx ? x[i] + __bfloat162float(dx[i]) : x[i];
-    if (update_residual) x[i] = v;
-    sum_sq += v * v;
+#pragma unroll
+  for (int c = 0; c < cached_vectors; ++c) {
+    const int32_t i = threadIdx.x + c * blockDim.x;
+    if (i >= vectors) break;
+    float4 a = x[i];
+    if (dx) {
+      const uint2 d = dx[i];
+      a.x += bf16_lo(d.x);
+      a.y += bf16_hi(d.x);
+      a.z += bf16_lo(d.y);
+      a.w += bf16_hi(d.y);
+      if (update_residual) x[i] = a;
+    }
+    v[c] = a;
+    sum_sq += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
   }
   sum_sq = block_sum(sum_sq, scratch);
   const float inv = 1.0f / sqrtf(sum_sq / float(hidden) + eps);
-  __nv_bfloat16* y = out + size_t(r) * hidden;
-  for (int32_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-    const float v = (dx && !update_residual) ? x[i] + __bfloat162float(dx[i]) : x[i];
-    y[i] = __float2bfloat16((v * inv) * weight[i]);
+  const float4* w = reinterpret_cast<const float4*>(weight);
+  uint2* y = reinterpret_cast<uint2*>(out + size_t(r) * hidden);
+#pragma unroll
+  for (int c = 0; c < cached_vectors; ++c) {
+    const int32_t i = threadIdx.x + c * blockDim.x;
+    if (i >= vectors) break;
+    const float4 g = w[i];
+    y[i] = make_uint2(pack_bf16((v[c].x * inv) * g.x, (v[c].y * inv) * g.y),
+                      pack_bf16((v[c].z * inv) * g.z, (v[c].w * inv) * g.w));
   }
 }
 
@@ -39,8 +56,11 @@ void launch_add_rms_norm(const int32_t* rows, float* residual, const __nv_bfloat
                          const float* weight, __nv_bfloat16* out, int32_t num_rows, int32_t hidden, float eps,
                          cudaStream_t stream) {
   if (num_rows == 0) return;
-  add_rms_norm_kernel<<<num_rows, rms_norm_threads, 0, stream>>>(rows, residual, delta, update_residual, weight,
-                                                                 out, hidden, eps);
+  // Enough threads that each holds at most cached_vectors vectors, in whole warps.
+  const int32_t per_thread = cached_vectors * 4;
+  const int threads = ((hidden + per_thread - 1) / per_thread + 31) / 32 * 32;
+  add_rms_norm_kernel<<<num_rows, threads, 0, stream>>>(rows, residual, delta, update_residual, weight, out, hidden,
+                                                       eps);
   KVACTOR_CUDA_CHECK_LAUNCH();
 }
 

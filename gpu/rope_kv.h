@@ -17,7 +17,7 @@ struct rope_kv_params {
   const float* q_norm = nullptr;      // [head_dim] or null (then k_norm is null too)
   const float* k_norm = nullptr;      // [head_dim] or null
   const double* inv_freq = nullptr;   // [head_dim / 2]
-  const int32_t* positions = nullptr; // [num_tokens]
+  const int32_t* positions = nullptr; // [num_tokens]; -1 marks a padding row, skipped
   const int32_t* token_seq = nullptr; // [num_tokens]
   paged_kv_view kv;                   // receives K and V
   __nv_bfloat16* q_out = nullptr;     // [num_tokens, num_heads, head_dim]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the GPU tests on a machine with a GPU: every gpu-labelled test binary,
 # then compute-sanitizer over them (memcheck; racecheck and synccheck on the
-# mixed-batch cases, which run every attention kernel). Prints a summary last;
-# exits non-zero if anything failed.
+# kernel tests, which run every attention and sampling kernel). Prints a
+# summary last; exits non-zero if anything failed.
 #
 #   scripts/gpu_tests.sh [DIR]
 #
@@ -18,13 +18,17 @@ export KVACTOR_DEFAULT_MODEL=${KVACTOR_DEFAULT_MODEL:-$root/models/default}
 logs=${KVACTOR_TEST_LOGS:-$(mktemp -d)}
 mkdir -p "$logs"
 
-# The tests labelled gpu in gpu/CMakeLists.txt.
-gpu_tests=(cuda_backend_test)
-# Test cases the slower sanitizer tools run. NOTE: racecheck instruments
-# every kernel, cuBLAS's too, which makes it slow; restricting it with
-# --kernel-name stopped it with an internal sanitizer error (2025.3.1, H100).
-memcheck_cases='logits match*,a mixed*,invalid*'
-race_cases='a mixed*'
+# The tests labelled gpu in gpu/CMakeLists.txt, with the cases each
+# sanitizer runs ('' = none). NOTE: racecheck instruments every kernel,
+# cuBLAS's too, which makes it slow; restricting it with --kernel-name
+# stopped it with an internal sanitizer error (2025.3.1, H100).
+gpu_tests=(cuda_backend_test gpu_kernels_test)
+declare -A memcheck_cases=(
+  [cuda_backend_test]='logits match*,a mixed*,invalid*,decode steps*,forward_and_sample*'
+  [gpu_kernels_test]='*')
+declare -A race_cases=(
+  [cuda_backend_test]=''
+  [gpu_kernels_test]='tensor-core*,split-KV*,GPU sampling*')
 
 find_binary() {
   local name=$1
@@ -67,17 +71,19 @@ for name in "${gpu_tests[@]}"; do
     results+=("FAIL $name: no binary under $dir")
     continue
   fi
-  run "$name" 100 "$logs/$name.log" "$bin"
-  if [ -x "$sanitizer" ]; then
-    run "$name memcheck" 100 "$logs/$name.memcheck.log" \
-      "$sanitizer" --tool memcheck --error-exitcode 99 "$bin" "--test-case=$memcheck_cases"
-    run "$name racecheck" 200 "$logs/$name.racecheck.log" \
-      "$sanitizer" --tool racecheck --error-exitcode 99 "$bin" "--test-case=$race_cases"
-    run "$name synccheck" 30 "$logs/$name.synccheck.log" \
-      "$sanitizer" --tool synccheck --error-exitcode 99 "$bin" "--test-case=$race_cases"
-  else
+  run "$name" 120 "$logs/$name.log" "$bin"
+  if [ ! -x "$sanitizer" ]; then
     status=1
     results+=("FAIL compute-sanitizer not found")
+    continue
+  fi
+  run "$name memcheck" 150 "$logs/$name.memcheck.log" \
+    "$sanitizer" --tool memcheck --error-exitcode 99 "$bin" "--test-case=${memcheck_cases[$name]}"
+  if [ -n "${race_cases[$name]}" ]; then
+    run "$name racecheck" 150 "$logs/$name.racecheck.log" \
+      "$sanitizer" --tool racecheck --error-exitcode 99 "$bin" "--test-case=${race_cases[$name]}"
+    run "$name synccheck" 60 "$logs/$name.synccheck.log" \
+      "$sanitizer" --tool synccheck --error-exitcode 99 "$bin" "--test-case=${race_cases[$name]}"
   fi
 done
 

@@ -2,13 +2,16 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <vector>
 
 #include "runtime/error.h"
 
 using namespace kvactor;
-using kvactor::gpu::build_batch_plan;
 using kvactor::gpu::batch_plan;
+using kvactor::gpu::build_batch_plan;
+using kvactor::gpu::build_decode_plan;
+using kvactor::gpu::sample_row;
 
 namespace {
 
@@ -85,4 +88,70 @@ TEST_CASE("invalid input throws a clear error") {
   CHECK_THROWS_WITH_AS(run({1}, 0, {32}), doctest::Contains("page id 32 is outside [0, 32)"), error);
   CHECK_THROWS_WITH_AS(run({}, 0, {0}), doctest::Contains("no new tokens"), error);
   CHECK_THROWS_WITH_AS(run({1}, -1, {0}), doctest::Contains("negative start_pos"), error);
+}
+
+TEST_CASE("sampling rows follow the arrays, 8-byte aligned, one per logits row") {
+  forward_batch batch;
+  batch.seqs.push_back({{5, 6, 7}, 0, {1}, true});
+  batch.seqs.push_back({{8}, 4, {2, 3}, false});
+  batch.seqs.push_back({{9}, 0, {4}, true});
+  const std::vector<sample_row> rows{{0.5f, 0.9f, 40, 0.1f, 0.25}, {0.0f, 1.0f, 0, 0.0f, 0.75}};
+  batch_plan p;
+  build_batch_plan(batch, 100, layout, 2, p, rows);
+  CHECK(p.sample_rows % 2 == 0);
+  CHECK(p.sample_rows >= p.tile_first + size_t(p.num_tiles));
+  REQUIRE(p.data.size() == p.sample_rows + 12);
+  sample_row got[2];
+  std::memcpy(static_cast<void*>(got), p.data.data() + p.sample_rows, sizeof got);
+  CHECK(got[0].top_k == 40);
+  CHECK(got[0].uniform == 0.25);
+  CHECK(got[1].uniform == 0.75);
+  CHECK_THROWS_WITH_AS(build_batch_plan(batch, 100, layout, 2, p, {rows.data(), 1}),
+                       doctest::Contains("1 sampling rows for 2 logits rows"), error);
+}
+
+TEST_CASE("a decode plan pads to its rows and keeps every offset fixed") {
+  forward_batch batch;
+  batch.seqs.push_back({{11}, 5, {7, 8}, true});      // positions [0, 6): 2 pages
+  batch.seqs.push_back({{12}, 0, {9, 30}, false});    // 1 page
+  batch.seqs.push_back({{13}, 8, {1, 2, 3, 4}, true}); // positions [0, 9): 3 pages
+  const std::vector<sample_row> rows{{1.0f, 1.0f, 0, 0.0f, 0.5}, {0.7f, 0.9f, 5, 0.0f, 0.125}};
+  batch_plan p;
+  build_decode_plan(batch, 100, layout, 4, 8, p, rows);
+  CHECK(p.decode_rows == 4);
+  CHECK(p.num_tokens == 4);
+  CHECK(p.num_logits == 4);
+  CHECK(p.real_logits == 2);
+  CHECK(slice(p, p.token_ids, 4) == std::vector<int32_t>{11, 12, 13, 0});
+  CHECK(slice(p, p.positions, 4) == std::vector<int32_t>{5, 0, 8, -1});
+  CHECK(slice(p, p.token_seq, 4) == std::vector<int32_t>{0, 1, 2, 3});
+  CHECK(slice(p, p.qo_indptr, 5) == std::vector<int32_t>{0, 1, 2, 3, 4});
+  CHECK(slice(p, p.page_indptr, 5) == std::vector<int32_t>{0, 2, 3, 6, 6});
+  CHECK(slice(p, p.page_indices, 6) == std::vector<int32_t>{7, 8, 9, 1, 2, 3});
+  CHECK(slice(p, p.logit_rows, 4) == std::vector<int32_t>{0, 2, 0, 0});
+  CHECK(p.data.size() == p.page_indices + 6);
+  sample_row got[4];
+  std::memcpy(static_cast<void*>(got), p.data.data() + p.sample_rows, sizeof got);
+  CHECK(got[1].top_k == 5);
+  CHECK(got[2].temperature == 0.0f); // padding rows are greedy
+  CHECK(got[3].temperature == 0.0f);
+
+  // Another step of other sizes: the offsets depend on max_rows alone.
+  const batch_plan first = p;
+  forward_batch one;
+  one.seqs.push_back({{14}, 30, std::vector<int32_t>(8, 5), true});
+  build_decode_plan(one, 100, layout, 1, 8, p);
+  CHECK(p.positions == first.positions);
+  CHECK(p.page_indices == first.page_indices);
+  CHECK(p.sample_rows == first.sample_rows);
+  CHECK(p.page_indices == kvactor::gpu::decode_plan_header(8));
+  CHECK(slice(p, p.page_indptr, 2) == std::vector<int32_t>{0, 8});
+
+  CHECK_THROWS_AS(build_decode_plan(batch, 100, layout, 2, 8, p), error);  // 3 sequences in 2 rows
+  CHECK_THROWS_AS(build_decode_plan(batch, 100, layout, 16, 8, p), error); // rows past max_rows
+  forward_batch chunk;
+  chunk.seqs.push_back({{1, 2}, 0, {0}, true});
+  CHECK_THROWS_AS(build_decode_plan(chunk, 100, layout, 1, 8, p), error); // two new tokens
+  one.seqs[0].page_table = {5};
+  CHECK_THROWS_WITH_AS(build_decode_plan(one, 100, layout, 1, 8, p), doctest::Contains("page table has 1 pages"), error);
 }

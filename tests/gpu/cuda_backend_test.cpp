@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +19,7 @@
 #include "runtime/default_model.h"
 #include "runtime/error.h"
 #include "runtime/model_loader.h"
+#include "runtime/sampler.h"
 
 using namespace kvactor;
 namespace fs = std::filesystem;
@@ -463,6 +463,21 @@ TEST_CASE("invalid input throws a clear error") {
   CHECK_THROWS_WITH_AS(run({1}, 0, {4}), doctest::Contains("page id 4"), error);
   CHECK_THROWS_WITH_AS(run({}, 0, {0}), doctest::Contains("no new tokens"), error);
   CHECK_THROWS_WITH_AS(run({1}, -1, {0}), doctest::Contains("negative start_pos"), error);
+  // Sampling on the device: one params and counter per logits row; no
+  // repetition penalty (it needs the history).
+  forward_batch one;
+  one.seqs.push_back({{1}, 0, {0}, true});
+  std::vector<int32_t> tokens;
+  const std::vector<uint64_t> counter{0};
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {}, counter, tokens), doctest::Contains("0 sampling params"), error);
+  sampling_params penalty;
+  penalty.repetition_penalty = 1.2f;
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&penalty, 1}, counter, tokens),
+                       doctest::Contains("repetition penalty"), error);
+  sampling_params negative;
+  negative.temperature = -1.0f;
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&negative, 1}, counter, tokens),
+                       doctest::Contains("temperature must be >= 0"), error);
   // The backend still works after refusing a batch.
   const auto ok = step(*b, {1, 2, 3}, 0, {0});
   CHECK(std::all_of(ok.begin(), ok.end(), [](float x) { return std::isfinite(x); }));
@@ -472,58 +487,105 @@ TEST_CASE("invalid input throws a clear error") {
   const loaded_model odd_model = make_dummy_model(odd, 1);
   CHECK_THROWS_WITH_AS(gpu_backend(odd_model, 4, 8), doctest::Contains("head_dim 20 has no attention kernel"), error);
   model_config wrong = m.config;
-  wrong.intermediate_size = 100;
+  wrong.intermediate_size = 104;
   CHECK_THROWS_WITH_AS(cuda_backend(wrong, *m.weights, 4, 8),
-                       doctest::Contains("layers.0.mlp.gate_proj.weight has shape [384, 256], expected [100, 256]"),
+                       doctest::Contains("layers.0.mlp.gate_proj.weight has shape [384, 256], expected [104, 256]"),
                        error);
+  model_config ragged = m.config;
+  ragged.intermediate_size = 100;
+  CHECK_THROWS_WITH_AS(cuda_backend(ragged, *m.weights, 4, 8), doctest::Contains("must be multiples of 8"), error);
   CHECK_THROWS_AS(cuda_backend(m.config, *m.weights, 0, 8), error);
 }
 
-// Run with --no-skip: prefill and decode speed on Llama 3.2 1B shapes with
-// dummy weights. A baseline for the performance work, not a check.
-TEST_CASE("throughput on llama3-1b shapes" * doctest::skip()) {
-  const fs::path shapes = test_data().parent_path().parent_path() / "tools" / "shapes";
-  const model_config c = load_model_config((shapes / "llama3-1b" / "config.json").string());
-  const loaded_model m = make_dummy_model(c, 3);
-  const int32_t page_size = 16, batch = 32, prompt_len = 512, decode_steps = 64;
-  const int32_t pages_per_seq = (prompt_len + decode_steps + page_size - 1) / page_size;
-  cuda_backend b(c, *m.weights, batch * pages_per_seq, page_size);
-  std::mt19937 rng(fresh_seed());
-  using clock = std::chrono::steady_clock;
-  const auto seconds = [](clock::time_point since) { return std::chrono::duration<double>(clock::now() - since).count(); };
-  std::vector<float> logits;
-
-  // Prefill: `seqs` prompts of prompt_len in one step (repeated; the first run warms up).
-  const auto prefill_rate = [&](int32_t seqs) {
-    forward_batch f;
-    for (int32_t s = 0; s < seqs; ++s)
-      f.seqs.push_back({random_tokens(prompt_len, c.vocab_size, rng), 0, iota_pages(pages_per_seq, s * pages_per_seq), true});
-    b.forward(f, logits);
-    const int reps = 3;
-    const auto t0 = clock::now();
-    for (int i = 0; i < reps; ++i) b.forward(f, logits);
-    return reps * seqs * prompt_len / seconds(t0);
-  };
-  // Decode: `seqs` sequences one token each per step, after their prompts.
-  const auto decode_rate = [&](int32_t seqs) {
-    forward_batch f;
-    for (int32_t s = 0; s < seqs; ++s) f.seqs.push_back({{1}, prompt_len, iota_pages(pages_per_seq, s * pages_per_seq), true});
-    b.forward(f, logits); // warm up
-    const auto t0 = clock::now();
-    for (int32_t i = 0; i < decode_steps; ++i) {
-      for (int32_t s = 0; s < seqs; ++s) {
-        const auto first = logits.begin() + ptrdiff_t(s) * c.vocab_size;
-        f.seqs[size_t(s)].tokens = {int32_t(std::max_element(first, first + c.vocab_size) - first)};
-        f.seqs[size_t(s)].start_pos = prompt_len + i;
-      }
-      b.forward(f, logits);
+TEST_CASE("decode steps replayed from CUDA graphs equal the same steps run eagerly, bit for bit") {
+  for (int variant : {0, 1, 2}) {
+    const uint32_t seed = fresh_seed();
+    CAPTURE(variant);
+    CAPTURE(seed);
+    const loaded_model m = make_dummy_model(dummy_config(variant), seed);
+    std::mt19937 rng(seed);
+    const int32_t vocab = m.config.vocab_size, page_size = 8, pages_each = 24;
+    cuda_executor_options eager_options;
+    eager_options.use_graphs = false;
+    cuda_backend graphs(m.config, *m.weights, 5 * pages_each, page_size);
+    cuda_backend eager(m.config, *m.weights, 5 * pages_each, page_size, eager_options);
+    // Five sequences with prompts of different lengths, prefilled alike.
+    std::vector<int32_t> length{70, 33, 9, 100, 150};
+    std::vector<std::vector<int32_t>> pages;
+    for (int32_t s = 0; s < 5; ++s) {
+      pages.push_back(iota_pages(pages_each, s * pages_each));
+      const auto prompt = random_tokens(length[size_t(s)], vocab, rng);
+      CHECK(prefill(graphs, prompt, 64, pages.back()) == prefill(eager, prompt, 64, pages.back()));
     }
-    return decode_steps * seqs / seconds(t0);
-  };
-  const double p1 = prefill_rate(1), p8 = prefill_rate(8);
-  prefill_rate(batch); // fills every sequence's prompt for the decode runs
-  const double d1 = decode_rate(1), d32 = decode_rate(batch);
-  summary("throughput llama3-1b, dummy weights: prefill 1x512 " + fixed(p1, 3) + " tok/s, 8x512 " + fixed(p8, 3) +
-          " tok/s; decode batch 1 " + fixed(d1, 3) + " tok/s (" + fixed(1000.0 / d1, 3) + " ms/step), batch 32 " +
-          fixed(d32, 3) + " tok/s (" + fixed(1000.0 * batch / d32, 3) + " ms/step)");
+    // Decode steps of 1, 2, 3 (bucket 4), 5 (bucket 8) sequences, each size
+    // more than once so that graphs replay; one sequence wants no logits.
+    double worst = 0;
+    bool identical = true;
+    size_t steps = 0;
+    for (int32_t n : {1, 2, 1, 3, 5, 2, 3, 5, 5, 1}) {
+      forward_batch batch;
+      for (int32_t s = 0; s < n; ++s) {
+        const int32_t seq = (s + steps) % 5;
+        batch.seqs.push_back({{int32_t(rng() % vocab)}, length[size_t(seq)]++, pages[size_t(seq)], !(n == 5 && s == 2)});
+      }
+      std::vector<float> a, b;
+      graphs.forward(batch, a);
+      eager.forward(batch, b);
+      REQUIRE(a.size() == size_t(batch.num_logits() * vocab));
+      identical = identical && a == b;
+      worst = std::max(worst, rel_l2(a, b));
+      CHECK(std::all_of(a.begin(), a.end(), [](float x) { return std::isfinite(x); }));
+      ++steps;
+    }
+    CHECK(identical);
+    CHECK(graphs.executor().graphs_captured() == 4);
+    CHECK(eager.executor().graphs_captured() == 0);
+    summary("decode graphs, model " + std::to_string(variant) + ": " + std::to_string(steps) + " steps, replayed vs eager " +
+            (identical ? std::string("bit-identical") : "rel-L2 " + fixed(worst)));
+  }
+}
+
+TEST_CASE("forward_and_sample picks the token sample_token picks from forward's logits") {
+  const uint32_t seed = fresh_seed();
+  CAPTURE(seed);
+  const loaded_model m = make_dummy_model(dummy_config(0), seed);
+  std::mt19937 rng(seed);
+  const int32_t vocab = m.config.vocab_size, page_size = 16;
+  cuda_backend b(m.config, *m.weights, 40, page_size);
+  const std::vector<sampling_params> kinds{{0.0f, 1.0f, 0, 0.0f},  {0.8f, 1.0f, 20, 0.0f}, {1.2f, 0.9f, 0, 0.05f},
+                                           {1.0f, 1.0f, 0, 0.0f},  {0.7f, 0.8f, 50, 0.02f}};
+  std::vector<int32_t> length{30, 17, 64, 5, 90};
+  for (int32_t s = 0; s < 5; ++s) prefill(b, random_tokens(length[size_t(s)], vocab, rng), 32, iota_pages(8, 8 * s));
+  int32_t equal = 0, total = 0;
+  // Decode steps (graphs) and a mixed step with a prefill chunk (general plan).
+  for (int32_t round = 0; round < 4; ++round) {
+    forward_batch batch;
+    std::vector<sampling_params> params;
+    std::vector<uint64_t> counters;
+    for (int32_t s = 0; s < 5; ++s) {
+      std::vector<int32_t> tokens{int32_t(rng() % vocab)};
+      if (round == 3 && s == 1) tokens = random_tokens(9, vocab, rng);
+      batch.seqs.push_back({tokens, length[size_t(s)], iota_pages(8, 8 * s), true});
+      length[size_t(s)] += int32_t(tokens.size());
+      sampling_params p = kinds[size_t(s + round) % kinds.size()];
+      p.seed = rng();
+      params.push_back(p);
+      counters.push_back(uint64_t(round));
+    }
+    std::vector<float> logits;
+    std::vector<int32_t> tokens;
+    // Both write the same K/V into the same slots.
+    b.forward(batch, logits);
+    b.forward_and_sample(batch, params, counters, tokens);
+    REQUIRE(tokens.size() == 5);
+    for (size_t r = 0; r < 5; ++r) {
+      auto l = row(logits, r, size_t(vocab));
+      const int32_t want = sample_token(l, params[r], {}, counters[r]);
+      CHECK_MESSAGE(tokens[r] == want, "round " << round << " row " << r);
+      equal += tokens[r] == want ? 1 : 0;
+      ++total;
+    }
+  }
+  summary("forward_and_sample vs sample_token on forward's logits: " + std::to_string(equal) + "/" +
+          std::to_string(total) + " tokens equal");
 }

@@ -1,0 +1,111 @@
+#include "gpu/cuda_model.h"
+
+#include <algorithm>
+
+#include "gpu/cuda_check.h"
+#include "gpu/paged_attention.h"
+#include "gpu/rms_norm.h"
+#include "gpu/rope.h"
+#include "runtime/error.h"
+
+namespace kvactor {
+
+using gpu::bf16;
+using gpu::device_buffer;
+
+cuda_model::cuda_model(model_config config, int32_t num_pages, int32_t page_size) : config_(std::move(config)) {
+  const model_config& c = config_;
+  const auto fail = [](const std::string& what) { throw error("cuda_backend: " + what); };
+  if (num_pages <= 0 || page_size <= 0)
+    fail("num_pages and page_size must be positive, got " + std::to_string(num_pages) + " and " +
+         std::to_string(page_size));
+  if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
+    fail("num_heads " + std::to_string(c.num_heads) + " is not a multiple of num_kv_heads " +
+         std::to_string(c.num_kv_heads));
+  if (!gpu::paged_attention_supports(c.head_dim))
+    fail("head_dim " + std::to_string(c.head_dim) + " has no attention kernel (supported: 16, 32, 64, 128, 256)");
+  // NOTE: activations move in 16-byte vectors of 8 bf16.
+  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0 || c.hidden_size > gpu::rms_norm_max_hidden)
+    fail("hidden_size " + std::to_string(c.hidden_size) + " and intermediate_size " +
+         std::to_string(c.intermediate_size) + " must be multiples of 8, hidden_size at most " +
+         std::to_string(gpu::rms_norm_max_hidden));
+  if (c.sliding_window > 0 && int32_t(c.layer_sliding.size()) != c.num_layers)
+    fail("layer_sliding has " + std::to_string(c.layer_sliding.size()) + " entries for " +
+         std::to_string(c.num_layers) + " layers");
+  const std::vector<double> inv_freq = gpu::rope_inv_freq(c);
+
+  // The general attention kernel (any group size) must fit in shared memory.
+  const int32_t group = c.num_heads / c.num_kv_heads;
+  const int32_t rows = std::max(1, gpu::attention_tile_rows / group) * group;
+  const size_t smem = gpu::paged_attention_smem_bytes(c.head_dim, rows);
+  int smem_limit = 0;
+  KVACTOR_CUDA_CHECK(cudaGetDevice(&device_));
+  KVACTOR_CUDA_CHECK(cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_));
+  if (smem > size_t(smem_limit))
+    fail("attention for " + std::to_string(group) + " q heads per kv head of head_dim " +
+         std::to_string(c.head_dim) + " needs " + std::to_string(smem) + " bytes of shared memory, the device has " +
+         std::to_string(smem_limit));
+
+  layout_ = kv_layout{c.num_layers, num_pages, page_size, c.num_kv_heads, c.head_dim};
+  inv_freq_ = device_buffer<double>(inv_freq.size());
+  KVACTOR_CUDA_CHECK(
+      cudaMemcpy(inv_freq_.get(), inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
+  const size_t kv_bytes = layout_.total_elems() * sizeof(bf16);
+  try {
+    kv_ = device_buffer<bf16>(layout_.total_elems());
+  } catch (const error& e) {
+    fail("cannot allocate the KV cache of " + std::to_string(num_pages) + " pages (" +
+         std::to_string(kv_bytes >> 20) + " MiB): " + e.what());
+  }
+  // NOTE: the cache starts as NaN: a slot read before any step wrote it
+  // poisons the logits instead of passing as zeros.
+  kv_.poison(nullptr);
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+cuda_model::cuda_model(model_config config, const std::vector<weight_view>& weights, int32_t num_pages,
+                       int32_t page_size)
+    : cuda_model(std::move(config), num_pages, page_size) {
+  weights_ = gpu::upload_weights(config_, gpu::host_tensors(weights));
+  // NOTE: a copy from pageable memory may still be in flight when cudaMemcpy
+  // returns, and the executors' streams do not wait for the default one.
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+cuda_model::cuda_model(model_config config, const model_weights& weights, int32_t num_pages, int32_t page_size)
+    : cuda_model(std::move(config), num_pages, page_size) {
+  weights_ = gpu::upload_weights(config_, gpu::host_tensors(weights, config_));
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize()); // as above
+}
+
+std::shared_ptr<cuda_model> cuda_model::random(model_config config, uint64_t seed, int32_t num_pages,
+                                               int32_t page_size) {
+  std::shared_ptr<cuda_model> m(new cuda_model(std::move(config), num_pages, page_size));
+  m->weights_ = gpu::random_weights(m->config_, seed);
+  return m;
+}
+
+size_t cuda_model::parameter_count() const {
+  const model_config& c = config_;
+  const size_t h = size_t(c.hidden_size), qkv = size_t(c.q_dim() + 2 * c.kv_dim());
+  size_t layer = qkv * h + h * size_t(c.q_dim()) + 3 * h * size_t(c.intermediate_size) + 2 * h;
+  if (c.attention_bias) layer += qkv;
+  if (c.qk_norm) layer += 2 * size_t(c.head_dim);
+  const size_t table = size_t(c.vocab_size) * h;
+  return table + size_t(c.num_layers) * layer + h + (c.tie_word_embeddings ? 0 : table);
+}
+
+size_t cuda_model::decode_weight_bytes() const {
+  const model_config& c = config_;
+  const size_t h = size_t(c.hidden_size);
+  const size_t layer = size_t(c.q_dim() + 2 * c.kv_dim()) * h + h * size_t(c.q_dim()) + 3 * h * size_t(c.intermediate_size);
+  return sizeof(bf16) * (size_t(c.num_layers) * layer + size_t(c.vocab_size) * h);
+}
+
+std::shared_ptr<cuda_model> load_cuda_model(const std::string& dir, int32_t num_pages, int32_t page_size) {
+  model_config config = load_model_dir_config(dir);
+  const std::vector<weight_view> views = load_weight_views(dir, config);
+  return std::make_shared<cuda_model>(std::move(config), views, num_pages, page_size);
+}
+
+} // namespace kvactor

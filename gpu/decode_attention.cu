@@ -1,0 +1,266 @@
+#include <algorithm>
+#include <string>
+
+#include "gpu/cuda_check.h"
+#include "gpu/decode_attention.h"
+#include "gpu/reduce.cuh"
+#include "gpu/vec.cuh"
+#include "runtime/error.h"
+
+namespace kvactor::gpu {
+
+namespace {
+
+constexpr int decode_threads = 128;
+constexpr int decode_warps = decode_threads / 32;
+constexpr int combine_threads = 128;
+constexpr float log2e = 1.4426950408889634f;
+// A finite "minus infinity" for running maxima: exp2 of a difference with it
+// is 0 (or 1 against itself), never NaN.
+constexpr float no_score = -1e30f;
+
+__device__ __forceinline__ int32_t decode_splits(int32_t len, int32_t max_splits, int32_t min_keys) {
+  return max(1, min(max_splits, (len + min_keys - 1) / min_keys));
+}
+
+// The keys of row `row` that its new token at `pos` sees: [lo, pos].
+__device__ __forceinline__ int32_t first_key(int32_t pos, int32_t window) {
+  return window > 0 ? max(0, pos - window + 1) : 0;
+}
+
+__device__ __forceinline__ float dot8(const float (&q)[8], const uint4& k) {
+  float f[8];
+  unpack8(k, f);
+  float d = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) d = fmaf(q[e], f[e], d);
+  return d;
+}
+
+// Lanes of a warp split into groups of LANES = D / 8, each group one key at a
+// time and each lane 8 of its dims; the warp's KPW groups and the block's
+// warps form STREAMS independent key streams with their own running softmax,
+// merged through shared memory at the end.
+template <int D, int G>
+__global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const decode_attention_params p) {
+  constexpr int LANES = D / 8;
+  constexpr int KPW = 32 / LANES;
+  constexpr int STREAMS = decode_warps * KPW;
+  constexpr int U = G > 4 ? 2 : 4; // keys per stream in flight
+  __shared__ float m_s[STREAMS][G], l_s[STREAMS][G];
+  __shared__ __align__(16) float acc_s[STREAMS][G][D];
+
+  const int32_t row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
+  const int g = p.group;
+  const int32_t pos = p.positions[row];
+  const size_t head0 = size_t(row) * p.num_heads + size_t(kv_head) * g; // first q head of this kv head
+  if (pos < 0) { // padding: zeros, so that the layers after it read finite values
+    if (split == 0)
+      for (int i = threadIdx.x; i < g * D; i += decode_threads) p.out[head0 * D + i] = __float2bfloat16(0.0f);
+    return;
+  }
+  const int32_t key_lo = first_key(pos, p.window);
+  const int32_t len = pos + 1 - key_lo;
+  const int32_t splits = decode_splits(len, p.max_splits, p.min_split_keys);
+  if (split >= splits) return;
+  const int32_t chunk = (len + splits - 1) / splits;
+  const int32_t lo = key_lo + split * chunk, hi = min(pos + 1, lo + chunk);
+
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int sub = lane % LANES, slot_in_warp = lane / LANES;
+  const int stream = warp * KPW + slot_in_warp;
+  const float q_scale = p.scale * log2e; // scores in log2 units, for exp2
+
+  float q[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    float f[8] = {};
+    if (h < g) unpack8(*reinterpret_cast<const uint4*>(p.q + (head0 + h) * D + sub * 8), f);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      q[h][e] = f[e] * q_scale;
+      acc[h][e] = 0.0f;
+    }
+    m[h] = no_score;
+    l[h] = 0.0f;
+  }
+
+  const int32_t* pages = p.kv.page_indices + p.kv.page_indptr[row];
+  const int32_t page_size = p.kv.page_size;
+  const bool page_pow2 = (page_size & (page_size - 1)) == 0; // shifts, not divisions
+  const int page_shift = __ffs(page_size) - 1;
+  const size_t token_stride = size_t(p.kv.num_kv_heads) * D;
+  const size_t head_offset = size_t(kv_head) * D + sub * 8;
+  // NOTE: the trip count is the same for every lane of a warp: the score
+  // reduction shuffles across the whole warp.
+  for (int32_t base = lo + warp * KPW; base < hi; base += STREAMS * U) {
+    uint4 kr[U], vr[U];
+    bool valid[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int32_t key = base + slot_in_warp + u * STREAMS;
+      valid[u] = key < hi;
+      kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+      if (valid[u]) {
+        const int32_t page = page_pow2 ? key >> page_shift : key / page_size;
+        const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
+        const size_t at = (size_t(pages[page]) * page_size + in_page) * token_stride + head_offset;
+        kr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.k + at));
+        vr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.v + at));
+      }
+    }
+    float s[U][G];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float d = dot8(q[h], kr[u]);
+#pragma unroll
+        for (int offset = LANES / 2; offset > 0; offset /= 2) d += __shfl_xor_sync(0xffffffffu, d, offset);
+        s[u][h] = valid[u] ? d : -INFINITY;
+      }
+    float vf[U][8];
+#pragma unroll
+    for (int u = 0; u < U; ++u) unpack8(vr[u], vf[u]);
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float top = no_score;
+#pragma unroll
+      for (int u = 0; u < U; ++u) top = fmaxf(top, s[u][h]);
+      const float m_new = fmaxf(m[h], top);
+      const float alpha = exp2f(m[h] - m_new);
+      m[h] = m_new;
+      l[h] *= alpha;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const float pu = exp2f(s[u][h] - m_new);
+        l[h] += pu;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] = fmaf(pu, vf[u][e], acc[h][e]);
+      }
+    }
+  }
+
+  // Merge the block's streams.
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    if (sub == 0) {
+      m_s[stream][h] = m[h];
+      l_s[stream][h] = l[h];
+    }
+    float4* a = reinterpret_cast<float4*>(&acc_s[stream][h][sub * 8]);
+    a[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+    a[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < g * D; i += decode_threads) {
+    const int h = i / D, d = i % D;
+    float top = no_score;
+    for (int s = 0; s < STREAMS; ++s) top = fmaxf(top, m_s[s][h]);
+    float sum_l = 0.0f, sum_a = 0.0f;
+    for (int s = 0; s < STREAMS; ++s) {
+      const float w = exp2f(m_s[s][h] - top);
+      sum_l = fmaf(w, l_s[s][h], sum_l);
+      sum_a = fmaf(w, acc_s[s][h][d], sum_a);
+    }
+    if (splits == 1) {
+      p.out[(head0 + h) * D + d] = __float2bfloat16(sum_a / sum_l);
+    } else {
+      const size_t at = (size_t(row) * p.max_splits + split) * p.num_heads + size_t(kv_head) * g + h;
+      p.partial_out[at * D + d] = sum_a;
+      if (d == 0) {
+        p.partial_ml[2 * at] = top;
+        p.partial_ml[2 * at + 1] = sum_l;
+      }
+    }
+  }
+}
+
+// One block per (row, q head): merges the splits of rows that have more
+// than one. Warp 0 turns the splits' maxima into weights once; every thread
+// then sums one dimension over the splits.
+__global__ void __launch_bounds__(combine_threads) decode_combine_kernel(const decode_attention_params p) {
+  __shared__ float weight[32]; // max_splits <= 32
+  __shared__ float inv_total;
+  const int32_t row = blockIdx.x, h = blockIdx.y;
+  const int32_t pos = p.positions[row];
+  if (pos < 0) return;
+  const int32_t len = pos + 1 - first_key(pos, p.window);
+  const int32_t splits = decode_splits(len, p.max_splits, p.min_split_keys);
+  if (splits == 1) return;
+  const int D = p.kv.head_dim;
+  const size_t first = size_t(row) * p.max_splits * p.num_heads + h; // (row, split 0, head h)
+  if (threadIdx.x < 32) {
+    const int s = threadIdx.x;
+    const float m = s < splits ? p.partial_ml[2 * (first + size_t(s) * p.num_heads)] : no_score;
+    const float l = s < splits ? p.partial_ml[2 * (first + size_t(s) * p.num_heads) + 1] : 0.0f;
+    const float top = warp_max(m);
+    const float w = s < splits ? exp2f(m - top) : 0.0f;
+    weight[s] = w;
+    const float total = warp_sum(w * l);
+    if (s == 0) inv_total = 1.0f / total;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < D; d += combine_threads) {
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < splits; ++s) acc = fmaf(weight[s], p.partial_out[(first + size_t(s) * p.num_heads) * D + d], acc);
+    p.out[(size_t(row) * p.num_heads + h) * D + d] = __float2bfloat16(acc * inv_total);
+  }
+}
+
+template <int D>
+void launch_for_head_dim(const decode_attention_params& p, const dim3 grid, cudaStream_t stream) {
+  if (p.group <= 1)
+    decode_attention_kernel<D, 1><<<grid, decode_threads, 0, stream>>>(p);
+  else if (p.group <= 2)
+    decode_attention_kernel<D, 2><<<grid, decode_threads, 0, stream>>>(p);
+  else if (p.group <= 4)
+    decode_attention_kernel<D, 4><<<grid, decode_threads, 0, stream>>>(p);
+  else
+    decode_attention_kernel<D, 8><<<grid, decode_threads, 0, stream>>>(p);
+}
+
+} // namespace
+
+bool decode_attention_supports(int32_t head_dim, int32_t group) {
+  const bool dim = head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+  return dim && group >= 1 && group <= 8;
+}
+
+int32_t decode_max_splits(int32_t rows, int32_t num_kv_heads, int32_t num_sms) {
+  const int64_t blocks = int64_t(rows) * num_kv_heads;
+  return int32_t(std::clamp<int64_t>((4 * int64_t(num_sms) + blocks - 1) / blocks, 1, 32));
+}
+
+size_t decode_partial_out_elems(int32_t rows, int32_t max_splits, int32_t num_heads, int32_t head_dim) {
+  return size_t(rows) * max_splits * num_heads * head_dim;
+}
+
+size_t decode_partial_ml_elems(int32_t rows, int32_t max_splits, int32_t num_heads) {
+  return size_t(rows) * max_splits * num_heads * 2;
+}
+
+void launch_decode_attention(const decode_attention_params& p, int32_t rows, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (!decode_attention_supports(p.kv.head_dim, p.group))
+    throw error("decode attention: head_dim " + std::to_string(p.kv.head_dim) + " with " + std::to_string(p.group) +
+                " q heads per kv head has no kernel");
+  const dim3 grid(unsigned(rows), unsigned(p.kv.num_kv_heads), unsigned(p.max_splits));
+  switch (p.kv.head_dim) {
+    case 16: launch_for_head_dim<16>(p, grid, stream); break;
+    case 32: launch_for_head_dim<32>(p, grid, stream); break;
+    case 64: launch_for_head_dim<64>(p, grid, stream); break;
+    case 128: launch_for_head_dim<128>(p, grid, stream); break;
+    default: launch_for_head_dim<256>(p, grid, stream); break;
+  }
+  KVACTOR_CUDA_CHECK_LAUNCH();
+  if (p.max_splits > 1) {
+    decode_combine_kernel<<<dim3(unsigned(rows), unsigned(p.num_heads)), combine_threads, 0, stream>>>(p);
+    KVACTOR_CUDA_CHECK_LAUNCH();
+  }
+}
+
+} // namespace kvactor::gpu

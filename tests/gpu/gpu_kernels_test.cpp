@@ -1,0 +1,438 @@
+// The fast kernels against the references they replace, on random inputs
+// drawn fresh on every run (the seed is printed with a failure):
+// tensor-core attention vs the general attention kernel, split-KV decode
+// attention vs the general kernel with and without splits, GEMV vs float64,
+// GPU sampling vs the CPU sampler.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gpu/batch_plan.h"
+#include "gpu/cuda_check.h"
+#include "gpu/decode_attention.h"
+#include "gpu/device_buffer.h"
+#include "gpu/flash_attention.h"
+#include "gpu/gemv.h"
+#include "gpu/paged_attention.h"
+#include "gpu/sampling.h"
+#include "runtime/dtype.h"
+#include "runtime/sampler.h"
+
+using namespace kvactor;
+using bf16 = __nv_bfloat16;
+using gpu::device_buffer;
+
+namespace {
+
+uint32_t fresh_seed() {
+  static std::random_device device;
+  return device();
+}
+
+void summary(const std::string& line) {
+  std::printf("summary: %s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+std::string fixed(double x) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3g", x);
+  return text;
+}
+
+// Host values rounded to bf16 (the values the device sees).
+std::vector<uint16_t> random_bf16(size_t n, float scale, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = f32_to_bf16(u(rng));
+  return v;
+}
+
+template <typename T, typename H>
+device_buffer<T> upload(const std::vector<H>& host) {
+  static_assert(sizeof(T) == sizeof(H));
+  device_buffer<T> d(host.size());
+  KVACTOR_CUDA_CHECK(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(H), cudaMemcpyHostToDevice));
+  return d;
+}
+
+std::vector<float> download_bf16(const device_buffer<bf16>& d) {
+  std::vector<uint16_t> raw(d.size());
+  KVACTOR_CUDA_CHECK(cudaMemcpy(raw.data(), d.get(), raw.size() * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> out(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) out[i] = bf16_to_f32(raw[i]);
+  return out;
+}
+
+template <typename T>
+std::vector<T> download(const device_buffer<T>& d) {
+  std::vector<T> out(d.size());
+  KVACTOR_CUDA_CHECK(cudaMemcpy(out.data(), d.get(), out.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  return out;
+}
+
+// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::isfinite(diff) ? std::sqrt(diff / norm) : std::numeric_limits<double>::infinity();
+}
+
+// ---- attention ----------------------------------------------------------------
+
+struct attention_shape {
+  int32_t head_dim, num_heads, num_kv_heads, window;
+};
+
+// Shapes of Llama 3 8B, of GQA groups of 3 (ragged tiles) with a window, of
+// every head size, and of groups of 1 and 8.
+const std::vector<attention_shape> attention_shapes{
+    {128, 32, 8, 0}, {64, 6, 2, 37}, {32, 6, 2, 0}, {16, 4, 4, 0}, {128, 4, 1, 0}, {64, 16, 2, 0}, {256, 4, 2, 20}};
+
+// A one-layer paged cache filled with random K/V, a batch over it, its
+// queries, and the attention output through each kernel.
+struct attention_fixture {
+  attention_fixture(const attention_shape& s, const std::vector<std::pair<int32_t, int32_t>>& seqs, std::mt19937& rng)
+      : shape(s) {
+    int32_t pages_needed = 0;
+    for (auto [start, n] : seqs) pages_needed += (start + n + page_size - 1) / page_size;
+    layout = kv_layout{1, pages_needed + 3, page_size, s.num_kv_heads, s.head_dim};
+    std::vector<int32_t> pages(size_t(layout.num_pages));
+    std::iota(pages.begin(), pages.end(), 0);
+    std::shuffle(pages.begin(), pages.end(), rng); // page order must not matter
+    size_t next = 0;
+    for (auto [start, n] : seqs) {
+      seq_step q;
+      q.tokens.assign(size_t(n), 1);
+      q.start_pos = start;
+      const int32_t count = (start + n + page_size - 1) / page_size;
+      q.page_table.assign(pages.begin() + ptrdiff_t(next), pages.begin() + ptrdiff_t(next + size_t(count)));
+      next += size_t(count);
+      batch.seqs.push_back(std::move(q));
+    }
+    kv = upload<bf16>(random_bf16(layout.total_elems(), 1.0f, rng));
+    q = upload<bf16>(random_bf16(size_t(batch.num_tokens()) * s.num_heads * s.head_dim, 3.0f, rng));
+  }
+
+  gpu::paged_kv_view view(const gpu::batch_plan& p, const device_buffer<int32_t>& meta) const {
+    gpu::paged_kv_view v;
+    v.k = kv.get() + layout.offset(0, 0, 0, 0);
+    v.v = kv.get() + layout.offset(0, 1, 0, 0);
+    v.page_indptr = meta.get() + p.page_indptr;
+    v.page_indices = meta.get() + p.page_indices;
+    v.page_size = layout.page_size;
+    v.num_kv_heads = layout.num_kv_heads;
+    v.head_dim = layout.head_dim;
+    return v;
+  }
+
+  // Through the general kernel (flash false) or a tensor-core variant.
+  std::vector<float> general(bool flash, gpu::flash_variant variant = gpu::default_flash_variant) const {
+    const int32_t group = shape.num_heads / shape.num_kv_heads;
+    const int32_t tile = flash ? gpu::flash_attention_tile_tokens(shape.head_dim, group, variant)
+                               : std::max(1, gpu::attention_tile_rows / group);
+    gpu::batch_plan p;
+    gpu::build_batch_plan(batch, 1 << 20, layout, tile, p);
+    const auto meta = upload<int32_t>(p.data);
+    device_buffer<bf16> out(q.size());
+    out.poison(nullptr);
+    gpu::attention_params a;
+    a.q = q.get();
+    a.out = out.get();
+    a.kv = view(p, meta);
+    a.positions = meta.get() + p.positions;
+    a.token_seq = meta.get() + p.token_seq;
+    a.qo_indptr = meta.get() + p.qo_indptr;
+    a.tile_first = meta.get() + p.tile_first;
+    a.num_heads = shape.num_heads;
+    a.group = group;
+    a.tile_tokens = tile;
+    a.window = shape.window;
+    a.scale = 1.0f / std::sqrt(float(shape.head_dim));
+    if (flash) {
+      gpu::init_flash_attention();
+      gpu::launch_flash_attention(a, p.num_tiles, nullptr, variant);
+    } else {
+      gpu::init_paged_attention(shape.head_dim, tile * group);
+      gpu::launch_paged_attention(a, p.num_tiles, nullptr);
+    }
+    KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+    return download_bf16(out);
+  }
+
+  // Through the decode kernel, the batch padded to `rows`.
+  std::vector<float> decode(int32_t rows, int32_t max_splits, int32_t min_split_keys) const {
+    gpu::batch_plan p;
+    gpu::build_decode_plan(batch, 1 << 20, layout, rows, rows, p);
+    const auto meta = upload<int32_t>(p.data);
+    device_buffer<bf16> out(size_t(rows) * shape.num_heads * shape.head_dim);
+    out.poison(nullptr);
+    device_buffer<float> partial_out(gpu::decode_partial_out_elems(rows, max_splits, shape.num_heads, shape.head_dim));
+    device_buffer<float> partial_ml(gpu::decode_partial_ml_elems(rows, max_splits, shape.num_heads));
+    gpu::decode_attention_params a;
+    a.q = q.get(); // rows past the batch are padding: never read
+    a.out = out.get();
+    a.kv = view(p, meta);
+    a.positions = meta.get() + p.positions;
+    a.partial_out = partial_out.get();
+    a.partial_ml = partial_ml.get();
+    a.num_heads = shape.num_heads;
+    a.group = shape.num_heads / shape.num_kv_heads;
+    a.window = shape.window;
+    a.max_splits = max_splits;
+    a.min_split_keys = min_split_keys;
+    a.scale = 1.0f / std::sqrt(float(shape.head_dim));
+    gpu::launch_decode_attention(a, rows, nullptr);
+    KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+    return download_bf16(out);
+  }
+
+  static constexpr int32_t page_size = 16;
+  attention_shape shape;
+  kv_layout layout;
+  forward_batch batch;
+  device_buffer<bf16> kv;
+  device_buffer<bf16> q; // [tokens, num_heads, head_dim]
+};
+
+std::string shape_name(const attention_shape& s) {
+  char text[64];
+  std::snprintf(text, sizeof text, "d%d h%d/%d w%d", s.head_dim, s.num_heads, s.num_kv_heads, s.window);
+  return text;
+}
+
+// ---- sampling -----------------------------------------------------------------
+
+// The candidates runtime/sampler.cpp keeps (its steps, written out again).
+std::vector<int32_t> cpu_kept(std::vector<float> logits, const sampling_params& p) {
+  const int32_t vocab = int32_t(logits.size());
+  for (float& l : logits) l /= p.temperature;
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> prob(static_cast<size_t>(vocab));
+  for (int32_t i = 0; i < vocab; ++i) prob[size_t(i)] = std::exp(double(logits[size_t(i)] - max_logit));
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return prob[size_t(a)] > prob[size_t(b)] || (prob[size_t(a)] == prob[size_t(b)] && a < b); });
+  int32_t kept = vocab;
+  if (p.top_k > 0 && p.top_k < vocab) kept = p.top_k;
+  if (p.top_p < 1.0f) {
+    double total = 0;
+    for (int32_t i = 0; i < kept; ++i) total += prob[size_t(order[size_t(i)])];
+    double cum = 0;
+    int32_t n = 0;
+    while (n < kept) {
+      cum += prob[size_t(order[size_t(n++)])];
+      if (cum >= p.top_p * total) break;
+    }
+    kept = n;
+  }
+  if (p.min_p > 0.0f) {
+    int32_t n = 1;
+    while (n < kept && prob[size_t(order[size_t(n)])] >= p.min_p) ++n;
+    kept = n;
+  }
+  std::vector<int32_t> pick(order.begin(), order.begin() + kept);
+  std::sort(pick.begin(), pick.end());
+  return pick;
+}
+
+// The candidates a GPU cutoff keeps.
+std::vector<int32_t> gpu_kept(const std::vector<float>& logits, float temperature, const gpu::sample_cutoff& cut) {
+  std::vector<float> scaled(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) scaled[i] = logits[i] / temperature;
+  const float max_scaled = *std::max_element(scaled.begin(), scaled.end());
+  std::vector<int32_t> kept;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const uint32_t key = gpu::sample_order_key(scaled[i] - max_scaled);
+    if (key > cut.key || (key == cut.key && int32_t(i) <= cut.index)) kept.push_back(int32_t(i));
+  }
+  return kept;
+}
+
+} // namespace
+
+// ---- tests --------------------------------------------------------------------
+
+TEST_CASE("tensor-core attention matches the general kernel on mixed batches") {
+  // A whole prompt, a later chunk, a decode token, a short prompt, a chunk
+  // after a page boundary.
+  const std::vector<std::pair<int32_t, int32_t>> seqs{{0, 150}, {37, 70}, {300, 1}, {0, 5}, {129, 64}};
+  std::string line = "tensor-core (5 variants) vs general attention, rel-L2";
+  for (const attention_shape& shape : attention_shapes) {
+    if (!gpu::flash_attention_supports(shape.head_dim, shape.num_heads / shape.num_kv_heads)) continue;
+    const uint32_t seed = fresh_seed();
+    CAPTURE(seed);
+    CAPTURE(shape_name(shape));
+    std::mt19937 rng(seed);
+    const attention_fixture f(shape, seqs, rng);
+    const std::vector<float> want = f.general(false);
+    line += ", " + shape_name(shape) + ":";
+    for (auto variant : {gpu::flash_variant::rows64_keys64_q_registers, gpu::flash_variant::rows64_keys32_q_registers,
+                         gpu::flash_variant::rows64_keys32_q_shared, gpu::flash_variant::rows128_keys64,
+                         gpu::flash_variant::rows128_keys32}) {
+      CAPTURE(int(variant));
+      const double err = rel_l2(f.general(true, variant), want);
+      CHECK(err < 1e-2);
+      line += ' ';
+      line += fixed(err);
+    }
+  }
+  summary(line);
+}
+
+TEST_CASE("split-KV decode attention matches the general kernel, split or not") {
+  // Positions around a page boundary, a long one, the first position.
+  const std::vector<std::pair<int32_t, int32_t>> seqs{{63, 1}, {64, 1}, {1000, 1}, {0, 1}, {2047, 1}};
+  const int32_t rows = 8; // three padding rows
+  std::string line = "decode attention rel-L2 (1 split / 8 / 32 vs general; 8 vs 1)";
+  for (const attention_shape& shape : attention_shapes) {
+    if (!gpu::decode_attention_supports(shape.head_dim, shape.num_heads / shape.num_kv_heads)) continue;
+    const uint32_t seed = fresh_seed();
+    CAPTURE(seed);
+    CAPTURE(shape_name(shape));
+    std::mt19937 rng(seed);
+    const attention_fixture f(shape, seqs, rng);
+    const std::vector<float> want = f.general(false);
+    const size_t real = want.size(), padded = size_t(rows) * shape.num_heads * shape.head_dim;
+    const auto first = [&](const std::vector<float>& v) { return std::vector<float>(v.begin(), v.begin() + ptrdiff_t(real)); };
+    const auto whole = f.decode(rows, 1, 64), split8 = f.decode(rows, 8, 16), split32 = f.decode(rows, 32, 1);
+    REQUIRE(whole.size() == padded);
+    const double e1 = rel_l2(first(whole), want), e8 = rel_l2(first(split8), want);
+    const double e32 = rel_l2(first(split32), want), e81 = rel_l2(first(split8), first(whole));
+    CHECK(e1 < 1e-2);
+    CHECK(e8 < 1e-2);
+    CHECK(e32 < 1e-2);
+    CHECK(e81 < 1e-2);
+    // Padding rows are written as zeros.
+    for (const auto* out : {&whole, &split8, &split32})
+      CHECK(std::all_of(out->begin() + ptrdiff_t(real), out->end(), [](float x) { return x == 0.0f; }));
+    line += ", " + shape_name(shape) + ": " + fixed(e1) + "/" + fixed(e8) + "/" + fixed(e32) + "; " + fixed(e81);
+  }
+  summary(line);
+}
+
+TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows, plain and gated") {
+  const uint32_t seed = fresh_seed();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  double worst_bf16 = 0, worst_f32 = 0, worst_gated = 0;
+  for (auto [n, k] : {std::pair{96, 64}, std::pair{1000, 264}, std::pair{40, 4104}}) {
+    for (int32_t m = 1; m <= gpu::gemv_max_rows; ++m) {
+      CAPTURE(m);
+      CAPTURE(n);
+      CAPTURE(k);
+      const auto x = random_bf16(size_t(m) * k, 1.0f, rng), w = random_bf16(size_t(2 * n) * k, 1.0f, rng);
+      // [m, 2n] in float64: the rows of w against the rows of x.
+      std::vector<double> dot(size_t(m) * 2 * n);
+      for (int32_t i = 0; i < m; ++i)
+        for (int32_t j = 0; j < 2 * n; ++j) {
+          double s = 0;
+          for (int32_t e = 0; e < k; ++e)
+            s += double(bf16_to_f32(x[size_t(i) * k + e])) * bf16_to_f32(w[size_t(j) * k + e]);
+          dot[size_t(i) * 2 * n + j] = s;
+        }
+      std::vector<float> plain(size_t(m) * n), gated(size_t(m) * n);
+      for (int32_t i = 0; i < m; ++i)
+        for (int32_t j = 0; j < n; ++j) {
+          const double g = dot[size_t(i) * 2 * n + j], u = dot[size_t(i) * 2 * n + n + j];
+          plain[size_t(i) * n + j] = float(g);
+          gated[size_t(i) * n + j] = float(g / (1 + std::exp(-g)) * u);
+        }
+      const auto dx = upload<bf16>(x), dw = upload<bf16>(w);
+      device_buffer<bf16> y_bf16(size_t(m) * n), y_gated(size_t(m) * n);
+      device_buffer<float> y_f32(size_t(m) * n);
+      gpu::launch_gemv(dx.get(), dw.get(), y_bf16.get(), false, m, n, k, nullptr);
+      gpu::launch_gemv(dx.get(), dw.get(), y_f32.get(), true, m, n, k, nullptr);
+      gpu::launch_gemv_gated(dx.get(), dw.get(), y_gated.get(), m, n, k, nullptr);
+      KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+      const double eb = rel_l2(download_bf16(y_bf16), plain), ef = rel_l2(download(y_f32), plain);
+      const double eg = rel_l2(download_bf16(y_gated), gated);
+      CHECK(eb < 1e-2);
+      CHECK(ef < 1e-5);
+      CHECK(eg < 1e-2);
+      worst_bf16 = std::max(worst_bf16, eb);
+      worst_f32 = std::max(worst_f32, ef);
+      worst_gated = std::max(worst_gated, eg);
+    }
+  }
+  summary("gemv vs float64, max rel-L2: bf16 out " + fixed(worst_bf16) + ", fp32 out " + fixed(worst_f32) +
+          ", gated " + fixed(worst_gated));
+}
+
+TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candidates") {
+  const uint32_t seed = fresh_seed();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const int32_t vocab = 50000;
+  // temperature, top_p, top_k, min_p (seed and counter vary per row)
+  const std::vector<sampling_params> kinds{
+      {0.0f, 1.0f, 0, 0.0f},     {1.0f, 1.0f, 0, 0.0f},      {0.7f, 1.0f, 50, 0.0f},   {1.0f, 0.9f, 0, 0.0f},
+      {1.3f, 1.0f, 0, 0.05f},    {0.9f, 0.95f, 1000, 0.01f}, {1.0f, 1.0f, 1, 0.0f},    {1.0f, 0.0f, 0, 0.0f},
+      {1.0f, 1.0f, 0, 1.5f},     {0.8f, 1.0f, vocab - 1, 0.0f}, {2.0f, 0.5f, 0, 0.2f}, {0.5f, 0.99f, 40000, 0.0f}};
+  const int32_t rows = 3 * int32_t(kinds.size());
+  std::vector<float> logits(size_t(rows) * vocab);
+  std::vector<sampling_params> params;
+  std::vector<uint64_t> counters;
+  std::vector<gpu::sample_row> device_rows;
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int32_t r = 0; r < rows; ++r) {
+    // Every third row has coarse logits: many exact ties.
+    const bool coarse = r % 3 == 1;
+    for (int32_t j = 0; j < vocab; ++j) {
+      const float x = normal(rng);
+      logits[size_t(r) * vocab + j] = coarse ? std::round(2.0f * x) / 2.0f : x;
+    }
+    sampling_params p = kinds[size_t(r) % kinds.size()];
+    p.seed = rng();
+    params.push_back(p);
+    counters.push_back(uint64_t(r) * 7);
+    device_rows.push_back({p.temperature, p.top_p, p.top_k > 0 && p.top_k < vocab ? p.top_k : 0, p.min_p,
+                           sample_uniform(p.seed, counters.back())});
+  }
+  const auto d_logits = upload<float>(logits);
+  device_buffer<gpu::sample_row> d_rows(device_rows.size());
+  KVACTOR_CUDA_CHECK(cudaMemcpy(d_rows.get(), device_rows.data(), device_rows.size() * sizeof(gpu::sample_row),
+                                cudaMemcpyHostToDevice));
+  device_buffer<int32_t> d_tokens(static_cast<size_t>(rows));
+  device_buffer<gpu::sample_cutoff> d_cutoffs(static_cast<size_t>(rows));
+  gpu::init_sampling(vocab);
+  gpu::launch_sample(d_logits.get(), d_rows.get(), d_tokens.get(), d_cutoffs.get(), rows, vocab, nullptr);
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto tokens = download(d_tokens);
+  const auto cutoffs = download(d_cutoffs);
+
+  int32_t same_token = 0, same_set = 0, sets = 0;
+  size_t largest_set = 0;
+  for (int32_t r = 0; r < rows; ++r) {
+    CAPTURE(r);
+    const sampling_params& p = params[size_t(r)];
+    std::vector<float> row(logits.begin() + ptrdiff_t(r) * vocab, logits.begin() + ptrdiff_t(r + 1) * vocab);
+    std::vector<float> scratch = row;
+    const int32_t want = sample_token(scratch, p, {}, counters[size_t(r)]);
+    CHECK(tokens[size_t(r)] == want);
+    same_token += tokens[size_t(r)] == want ? 1 : 0;
+    if (p.temperature == 0.0f) continue;
+    const auto cpu = cpu_kept(row, p), gpu_set = gpu_kept(row, p.temperature, cutoffs[size_t(r)]);
+    CHECK(gpu_set == cpu);
+    ++sets;
+    same_set += gpu_set == cpu ? 1 : 0;
+    largest_set = std::max(largest_set, cpu.size());
+  }
+  summary("GPU sampling vs CPU sampler: " + std::to_string(same_token) + "/" + std::to_string(rows) +
+          " tokens equal, " + std::to_string(same_set) + "/" + std::to_string(sets) +
+          " candidate sets equal (largest " + std::to_string(largest_set) + ")");
+}
