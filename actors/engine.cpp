@@ -12,7 +12,9 @@
 #include "runtime/default_model.h"
 #include "runtime/error.h"
 #include "runtime/kv_layout.h"
+#include "runtime/kv_quant.h"
 #include "runtime/null_backend.h"
+#include "runtime/sliding_window.h"
 
 namespace kvactor {
 
@@ -32,25 +34,34 @@ void check_config(const engine_config& c, bool custom_backend) {
   require(c.max_pinned_fraction >= 0 && c.max_pinned_fraction <= 1, "max_pinned_fraction must be in [0, 1]");
   require(c.streams > 0, "streams must be positive");
   require(c.tokenizer_workers > 0, "tokenizer_workers must be positive");
+  require(c.kv_dtype == "auto" || parse_kv_format(c.kv_dtype).has_value(),
+          "kv_dtype \"" + c.kv_dtype + "\" is not one of auto, f32, bf16, fp8, int8");
   require(custom_backend || c.device == "cpu",
           "device \"" + c.device + "\" needs a backend factory; this build runs on \"cpu\"");
 }
 
-// Pages of fp32 KV that fit the CPU budget.
-int32_t pages_for_budget(const engine_config& c, const model_config& m) {
-  const size_t per_page =
-      kv_bytes_per_token(m.num_layers, m.num_kv_heads, m.head_dim, sizeof(float)) * size_t(c.page_size);
-  const size_t pages = size_t(c.kv_memory_mb) * 1024 * 1024 / per_page;
-  if (pages == 0) throw error("engine_config: kv_memory_mb " + std::to_string(c.kv_memory_mb) +
-                              " holds no KV page of " + std::to_string(per_page) + " bytes");
-  return int32_t(std::min<size_t>(pages, size_t(INT32_MAX)));
+// Pages whose K/V elements fit the CPU budget; fp8/int8 scales come on top.
+int32_t pages_for_budget(const engine_config& c, const model_config& m, kv_format format) {
+  const kv_layout shape{m.num_layers, 0, c.page_size, m.num_kv_heads, m.head_dim};
+  const int64_t pages = kv_pages_for_budget(size_t(c.kv_memory_mb) * 1024 * 1024, shape, format);
+  if (pages == 0)
+    throw error("engine_config: kv_memory_mb " + std::to_string(c.kv_memory_mb) + " holds no KV page of " +
+                std::to_string(kv_page_element_bytes(shape, format)) + " bytes");
+  return int32_t(std::min<int64_t>(pages, INT32_MAX));
 }
 
 } // namespace
 
+kv_format engine_kv_format(const engine_config& c) {
+  if (c.kv_dtype == "auto") return c.device == "cpu" ? kv_format::f32 : kv_format::bf16;
+  if (auto f = parse_kv_format(c.kv_dtype)) return *f;
+  throw error("engine_config: kv_dtype \"" + c.kv_dtype + "\" is not one of auto, f32, bf16, fp8, int8");
+}
+
 backend_factory cpu_backend_factory() {
   return [](const loaded_model& m, int32_t num_pages, const engine_config& c) -> std::shared_ptr<backend> {
-    return std::make_shared<cpu_backend>(m.config, m.weights, num_pages, c.page_size, c.cpu_threads);
+    return std::make_shared<cpu_backend>(m.config, m.weights, num_pages, c.page_size, c.cpu_threads,
+                                         engine_kv_format(c));
   };
 }
 
@@ -73,7 +84,8 @@ engine_actor spawn_engine(caf::actor_system& sys, const engine_config& c, engine
   // The KV cache has as many pages as the backend made: a device backend may
   // size its cache from its own memory rather than from the CPU budget.
   auto device = std::make_shared<device_slot>();
-  const int32_t wanted_pages = c.num_pages > 0 ? c.num_pages : pages_for_budget(c, model.config);
+  const kv_format format = engine_kv_format(c);
+  const int32_t wanted_pages = c.num_pages > 0 ? c.num_pages : pages_for_budget(c, model.config, format);
   device->model = (hooks.make_backend ? hooks.make_backend : cpu_backend_factory())(model, wanted_pages, c);
   const kv_layout& layout = device->model->layout();
   const int32_t num_pages = layout.num_pages;
@@ -91,13 +103,13 @@ engine_actor spawn_engine(caf::actor_system& sys, const engine_config& c, engine
   io.limits.max_context = c.max_context > 0 ? std::min(c.max_context, model.config.max_position_embeddings)
                                             : model.config.max_position_embeddings;
   io.eos_token_ids = model.config.eos_token_ids;
-  for (const auto& s : c.system_prompts) {
-    io.limits.system_prompts.push_back(s.name);
-    io.system_prompts[s.name] = std::make_shared<const std::vector<int32_t>>(tok->encode(s.text, true));
-  }
 
   // -- actors -----------------------------------------------------------------------
-  kv_cache_options ko{num_pages, c.page_size, c.watermark_pages, c.prefix_cache, c.max_pinned_fraction};
+  // Pages behind a sliding window go back to the pool only if every layer
+  // slides and the backend knows not to read released pages.
+  const int32_t window =
+      c.window_release && device->model->accepts_released_pages() ? reclaimable_window(model.config) : 0;
+  kv_cache_options ko{num_pages, c.page_size, c.watermark_pages, c.prefix_cache, c.max_pinned_fraction, window};
   auto kv = sys.spawn(kv_cache, ko);
   std::vector<executor_actor> executors;
   for (int32_t i = 0; i < c.streams; ++i) executors.push_back(sys.spawn<caf::detached>(executor, device));
@@ -107,10 +119,33 @@ engine_actor spawn_engine(caf::actor_system& sys, const engine_config& c, engine
   so.watermark = c.watermark_pages;
   so.max_queued = c.max_queued;
   so.prefix_cache = c.prefix_cache;
-  auto sched = sys.spawn(scheduler, so, kv, executors, hooks.observer);
+  so.max_pinned_fraction = c.max_pinned_fraction;
+  so.sliding_window = window;
+  const scheduler_extras extras{io.prefix_namespace, int64_t(kv_element_bytes(layout, format)),
+                                int64_t(kv_scale_bytes(layout, format))};
+  auto sched = sys.spawn(scheduler, so, kv, executors, hooks.observer, extras);
   std::vector<tokenizer_actor> workers;
   for (int32_t i = 0; i < c.tokenizer_workers; ++i) workers.push_back(sys.spawn(tokenizer_worker, tok));
-  return sys.spawn(intake, std::move(io), sched, std::move(workers), tok, std::move(hooks.observer));
+  auto engine = sys.spawn(intake, std::move(io), sched, std::move(workers), tok, std::move(hooks.observer));
+
+  // -- system prompts -----------------------------------------------------------------
+  // Prefilled and pinned before the engine is handed out.
+  if (!c.system_prompts.empty()) {
+    caf::scoped_actor self{sys};
+    std::string problem;
+    self->request(engine, caf::infinite, reload_atom_v, c.system_prompts)
+      .receive(
+        [&](const system_prompts_reloaded& r) {
+          if (!r.applied) problem = r.error;
+          else if (!r.failed.empty()) problem = "system prompt " + r.failed.front();
+        },
+        [&](caf::error& err) { problem = "the engine stopped while prefilling system prompts: " + sys.render(err); });
+    if (!problem.empty()) {
+      caf::anon_send_exit(engine, caf::exit_reason::user_shutdown);
+      throw error("engine_config: " + problem);
+    }
+  }
+  return engine;
 }
 
 } // namespace kvactor

@@ -21,6 +21,8 @@ using port_sink_actor = generation_sink::extend<caf::reacts_to<cancel_atom>>;
 constexpr auto stats_timeout = std::chrono::seconds(2);
 
 // A backend that times each forward pass.
+// NOTE: it must pass on every virtual of backend, or the engine would see
+// the defaults instead of the wrapped backend's answers.
 class timed_backend final : public backend {
  public:
   timed_backend(std::shared_ptr<backend> inner, std::function<void(double)> on_step)
@@ -33,6 +35,7 @@ class timed_backend final : public backend {
     inner_->forward(batch, logits);
     on_step_(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  bool accepts_released_pages() const override { return inner_->accepts_released_pages(); }
 
  private:
   std::shared_ptr<backend> inner_;
@@ -68,6 +71,12 @@ std::map<std::string, double> stats_map(const engine_stats& s) {
       {std::string(net::stat_kv_pages_used), double(s.pages_used)},
       {"kv_pages_pinned", double(s.pages_pinned)},
       {"kv_pages_free", double(s.pages_total - s.pages_used)},
+      {"system_prompts_pinned", double(s.system_prompts_pinned)},
+      {"system_prompt_hits", double(s.system_prompt_hits)},
+      {"system_prompt_hit_tokens", double(s.system_prompt_hit_tokens)},
+      {"kv_window_released_pages", double(s.window_released_pages)},
+      {"kv_cache_bytes", double(s.kv_cache_bytes)},
+      {"kv_scale_bytes", double(s.kv_scale_bytes)},
   };
 }
 
@@ -198,6 +207,17 @@ void caf_engine_port::cancel(net::generation_handle handle) {
   } else {
     it->second.cancel_pending = true;
   }
+}
+
+system_prompts_reloaded caf_engine_port::reload_system_prompts(const std::vector<system_prompt_config>& prompts) {
+  caf::scoped_actor self{sys_};
+  std::optional<system_prompts_reloaded> answer;
+  std::string problem;
+  self->request(engine_, caf::infinite, reload_atom_v, prompts)
+      .receive([&](system_prompts_reloaded& r) { answer = std::move(r); },
+               [&](caf::error& e) { problem = sys_.render(e); });
+  if (!answer) throw error("the engine did not answer the reload: " + problem);
+  return *answer;
 }
 
 std::map<std::string, double> caf_engine_port::stats() {

@@ -31,6 +31,13 @@ class caf_engine_port final : public net::engine_port {
   void cancel(net::generation_handle handle) override;
   // Asks the engine, waiting two seconds at most.
   std::map<std::string, double> stats() override;
+  // Makes `prompts` the configured system prompts (e.g. on SIGHUP): added
+  // ones are prefilled and pinned, removed ones unpinned, requests naming
+  // them served accordingly. Blocks until done; a refused list (over
+  // prefix_cache.max_pinned_fraction, longer than the context) changes
+  // nothing and says why in `error`. Throws kvactor::error when the engine
+  // is gone.
+  system_prompts_reloaded reload_system_prompts(const std::vector<system_prompt_config>& prompts);
   std::vector<net::model_info> models() override { return models_; }
 
   struct sink_table;

@@ -29,7 +29,13 @@ void submit(self_ptr self, const output_actor& out, uint64_t id, const generate_
             std::vector<int32_t> user_tokens) {
   const intake_options& o = self->state.options;
   token_list system;
-  if (!r.system.empty()) system = o.system_prompts.at(r.system);
+  if (!r.system.empty()) {
+    auto it = o.system_prompts.find(r.system);
+    // Checked on arrival, but a reload may have removed it while the prompt was tokenized.
+    if (it == o.system_prompts.end())
+      return fail(self, out, id, error_code::bad_request, "unknown system prompt \"" + r.system + "\"");
+    system = it->second;
+  }
   auto prompt = std::make_shared<std::vector<int32_t>>();
   if (system) prompt->assign(system->begin(), system->end());
   prompt->insert(prompt->end(), user_tokens.begin(), user_tokens.end());
@@ -106,6 +112,39 @@ engine_actor::behavior_type intake(self_ptr self, intake_options options, schedu
         self->send(st.scheduler, cancel_atom_v, id);
     },
     [self](stats_atom) { return self->delegate(self->state.scheduler, stats_atom_v); },
+    [self](reload_atom, const std::vector<system_prompt_config>& configs) -> caf::result<system_prompts_reloaded> {
+      auto& st = self->state;
+      std::vector<system_prompt> prompts;
+      for (const auto& c : configs) {
+        auto tokens = std::make_shared<const std::vector<int32_t>>(st.tok->encode(c.text, true));
+        // A request naming it brings at least one token and wants one back.
+        if (int64_t(tokens->size()) + 2 > st.options.limits.max_context) {
+          system_prompts_reloaded refused;
+          refused.error = "system prompt \"" + c.name + "\" is " + std::to_string(tokens->size()) +
+                          " tokens: no request naming it fits the " + std::to_string(st.options.limits.max_context) +
+                          "-token context";
+          return refused;
+        }
+        prompts.push_back(system_prompt{c.name, std::move(tokens)});
+      }
+      auto promise = self->make_response_promise<system_prompts_reloaded>();
+      self->request(st.scheduler, caf::infinite, reload_atom_v, prompts)
+        .then(
+          [self, promise, prompts](const system_prompts_reloaded& r) mutable {
+            if (r.applied) {
+              auto& o = self->state.options;
+              o.system_prompts.clear();
+              o.limits.system_prompts.clear();
+              for (const auto& p : prompts) {
+                o.system_prompts[p.name] = p.tokens;
+                o.limits.system_prompts.push_back(p.name);
+              }
+            }
+            promise.deliver(r);
+          },
+          [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+      return promise;
+    },
   };
 }
 

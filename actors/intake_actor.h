@@ -4,6 +4,9 @@
 // (so tokenization never blocks scheduling), checks the context length and
 // hands the sequence to the scheduler. Errors end the request at once with a
 // code from request.h; the caller always gets a request id.
+//
+// It also owns the configured system prompts' tokens: a reload tokenizes the
+// new list, has the scheduler pin it, and serves it once that is accepted.
 #include <chrono>
 #include <memory>
 #include <string>

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/engine_config.h"
 #include "runtime/engine_step.h"
 #include "runtime/kv_step.h"
 #include "runtime/request.h"
@@ -54,6 +55,25 @@ struct engine_stats {
   int32_t pages_total = 0;
   int32_t pages_used = 0;
   int32_t pages_pinned = 0;
+  int32_t system_prompts_pinned = 0;
+  int64_t system_prompt_hits = 0;        // admissions that shared pinned pages...
+  int64_t system_prompt_hit_tokens = 0;  // ...and the tokens of those pages
+  int64_t window_released_pages = 0;     // pages let go behind a sliding window while running
+  int64_t kv_cache_bytes = 0;            // the KV cache's elements (kv.memory_mb sizes these)...
+  int64_t kv_scale_bytes = 0;            // ...and its fp8/int8 scales, on top
+};
+
+// The answer to reload_atom: what changed, or why nothing did.
+struct system_prompts_reloaded {
+  bool applied = false;              // false: refused, nothing changed (see error)
+  std::vector<std::string> added;    // prefilled and pinned now
+  std::vector<std::string> removed;  // unpinned
+  std::vector<std::string> kept;     // unchanged
+  // "name: why" for added prompts that could not be pinned; requests naming
+  // them still work, computing the prompt each time.
+  std::vector<std::string> failed;
+  std::string error;                 // why it was refused
+  int32_t pinned_pages = 0;          // after the change
 };
 
 // -- internal messages -------------------------------------------------------------
@@ -79,6 +99,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(kvactor, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(kvactor, (kvactor::generation_done))
   CAF_ADD_TYPE_ID(kvactor, (kvactor::engine_stats))
   CAF_ADD_TYPE_ID(kvactor, (kvactor::step_result))
+  CAF_ADD_TYPE_ID(kvactor, (kvactor::system_prompt_config))
+  CAF_ADD_TYPE_ID(kvactor, (kvactor::system_prompts_reloaded))
 
   CAF_ADD_ATOM(kvactor, kvactor, generate_atom, "generate")
   CAF_ADD_ATOM(kvactor, kvactor, cancel_atom, "cancel")
@@ -87,6 +109,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(kvactor, caf::first_custom_type_id)
   CAF_ADD_ATOM(kvactor, kvactor, finish_atom, "finish")
   CAF_ADD_ATOM(kvactor, kvactor, token_atom, "token")
   CAF_ADD_ATOM(kvactor, kvactor, tokenize_atom, "tokenize")
+  CAF_ADD_ATOM(kvactor, kvactor, reload_atom, "reload")
 
 CAF_END_TYPE_ID_BLOCK(kvactor)
 
@@ -95,6 +118,7 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvactor::kv_reply_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvactor::step_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvactor::seq_params)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvactor::seq_event)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<kvactor::system_prompt>)
 
 namespace kvactor {
 
@@ -141,7 +165,19 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, engine_stats& x) {
   return f(caf::meta::type_name("engine_stats"), x.running, x.waiting, x.steps, x.forwarded_tokens,
            x.generated_tokens, x.preemptions, x.prefix_queried_tokens, x.prefix_hit_tokens, x.evictions,
-           x.pages_total, x.pages_used, x.pages_pinned);
+           x.pages_total, x.pages_used, x.pages_pinned, x.system_prompts_pinned, x.system_prompt_hits,
+           x.system_prompt_hit_tokens, x.window_released_pages, x.kv_cache_bytes, x.kv_scale_bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, system_prompt_config& x) {
+  return f(caf::meta::type_name("system_prompt_config"), x.name, x.text);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, system_prompts_reloaded& x) {
+  return f(caf::meta::type_name("system_prompts_reloaded"), x.applied, x.added, x.removed, x.kept, x.failed,
+           x.error, x.pinned_pages);
 }
 
 template <class Inspector>
@@ -155,11 +191,15 @@ typename Inspector::result_type inspect(Inspector& f, step_result& x) {
 using generation_sink = caf::typed_actor<caf::reacts_to<token_delta>, caf::reacts_to<generation_done>>;
 
 // The engine's door (the intake actor): generate answers the request id at
-// once; the output goes to the sink.
+// once; the output goes to the sink. reload makes a new list the configured
+// system prompts (added ones prefilled and pinned, removed ones unpinned)
+// and answers once every added prompt is pinned, or at once when refused;
+// one reload at a time, later ones wait their turn.
 using engine_actor = caf::typed_actor<
   caf::replies_to<generate_atom, generate_request, generation_sink>::with<uint64_t>,
   caf::reacts_to<cancel_atom, uint64_t>,
-  caf::replies_to<stats_atom>::with<engine_stats>>;
+  caf::replies_to<stats_atom>::with<engine_stats>,
+  caf::replies_to<reload_atom, std::vector<system_prompt_config>>::with<system_prompts_reloaded>>;
 
 // One per request: turns tokens into text for the sink.
 using output_actor = caf::typed_actor<caf::reacts_to<token_atom, int32_t>, caf::reacts_to<seq_event>>;
@@ -168,7 +208,8 @@ using scheduler_actor = caf::typed_actor<
   caf::reacts_to<add_atom, seq_params, output_actor>,
   caf::reacts_to<cancel_atom, uint64_t>,
   caf::reacts_to<finish_atom, uint64_t>, // a stop string ended it
-  caf::replies_to<stats_atom>::with<engine_stats>>;
+  caf::replies_to<stats_atom>::with<engine_stats>,
+  caf::replies_to<reload_atom, std::vector<system_prompt>>::with<system_prompts_reloaded>>;
 
 using kv_cache_actor = caf::typed_actor<caf::replies_to<kv_request_ptr>::with<kv_reply_ptr>>;
 

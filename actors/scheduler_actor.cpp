@@ -42,6 +42,36 @@ void advance(self_ptr self) {
   if (!self->state.core->kv_pending()) deliver(self);
 }
 
+// Answers the running reload once its prompts are pinned (or failed) and
+// the KV cache has applied the last request, then starts the next one.
+void progress_reloads(self_ptr self) {
+  auto& st = self->state;
+  for (;;) {
+    if (st.reloading) {
+      if (!st.core->system_prompts_settled() || st.core->kv_pending()) return;
+      auto& r = *st.reloading;
+      if (r.answer.applied) {
+        r.answer.failed = st.core->system_prompt_failures();
+        r.answer.pinned_pages = st.core->kv().pages_pinned;
+      }
+      r.promise.deliver(std::move(r.answer));
+      st.reloading.reset();
+    }
+    if (st.reloads_waiting.empty()) return;
+    st.reloading = std::move(st.reloads_waiting.front());
+    st.reloads_waiting.pop_front();
+    auto& r = *st.reloading;
+    system_prompt_change change = st.core->set_system_prompts(r.prompts, st.extras.prefix_namespace);
+    r.answer.applied = change.refused.empty();
+    r.answer.error = std::move(change.refused);
+    r.answer.added = std::move(change.added);
+    r.answer.removed = std::move(change.removed);
+    r.answer.kept = std::move(change.kept);
+    // Unpins and warm-ups go out with the next request.
+    if (r.answer.applied) advance(self);
+  }
+}
+
 size_t idle_slot(const scheduler_state& st) {
   return size_t(std::find(st.busy.begin(), st.busy.end(), 0) - st.busy.begin());
 }
@@ -59,6 +89,7 @@ void run(self_ptr self, size_t slot, engine_step step) {
         queue(self, r.error.empty() ? st.core->on_step_done(r.step_id, r.tokens)
                                     : st.core->on_step_failed(r.step_id, r.error));
         advance(self);
+        progress_reloads(self);
       },
       [self, slot, step_id](caf::error& err) {
         // The executor is gone: its step's requests fail, its slot stays busy.
@@ -88,6 +119,7 @@ void pump(self_ptr self) {
           recycled = std::move(*st.last_step[slot]);
         started_step started = st.core->on_kv_reply(*reply, std::move(recycled));
         queue(self, std::move(started.events));
+        progress_reloads(self);
         if (!started.step.empty()) run(self, slot, std::move(started.step));
         pump(self);
         // NOTE: hundreds of token messages go out only now, while the
@@ -101,8 +133,9 @@ void pump(self_ptr self) {
 
 scheduler_actor::behavior_type scheduler(self_ptr self, scheduler_options options, kv_cache_actor kv,
                                          std::vector<executor_actor> executors,
-                                         lifecycle_observer observer) {
+                                         lifecycle_observer observer, scheduler_extras extras) {
   auto& st = self->state;
+  st.extras = extras;
   options.max_steps_in_flight = int32_t(executors.size());
   st.core = std::make_unique<scheduler_core>(options, std::move(observer));
   st.kv = std::move(kv);
@@ -130,9 +163,33 @@ scheduler_actor::behavior_type scheduler(self_ptr self, scheduler_options option
       const auto& core = *self->state.core;
       const kv_counters& kv = core.kv();
       const scheduler_counters& c = core.counters();
-      return engine_stats{int64_t(core.num_running()), int64_t(core.num_waiting()), c.steps,
-                          c.forwarded_tokens, c.generated_tokens, c.preemptions, kv.queried_tokens,
-                          kv.hit_tokens, kv.evictions, kv.pages_total, kv.pages_used, kv.pages_pinned};
+      engine_stats s;
+      s.running = int64_t(core.num_running());
+      s.waiting = int64_t(core.num_waiting());
+      s.steps = c.steps;
+      s.forwarded_tokens = c.forwarded_tokens;
+      s.generated_tokens = c.generated_tokens;
+      s.preemptions = c.preemptions;
+      s.prefix_queried_tokens = kv.queried_tokens;
+      s.prefix_hit_tokens = kv.hit_tokens;
+      s.evictions = kv.evictions;
+      s.pages_total = kv.pages_total;
+      s.pages_used = kv.pages_used;
+      s.pages_pinned = kv.pages_pinned;
+      s.system_prompts_pinned = kv.pins;
+      s.system_prompt_hits = kv.pinned_hits;
+      s.system_prompt_hit_tokens = kv.pinned_hit_tokens;
+      s.window_released_pages = kv.window_released_pages;
+      s.kv_cache_bytes = self->state.extras.kv_cache_bytes;
+      s.kv_scale_bytes = self->state.extras.kv_scale_bytes;
+      return s;
+    },
+    [self](reload_atom, std::vector<system_prompt>& prompts) -> caf::result<system_prompts_reloaded> {
+      auto& st = self->state;
+      auto promise = self->make_response_promise<system_prompts_reloaded>();
+      st.reloads_waiting.push_back({std::move(prompts), promise, {}});
+      progress_reloads(self);
+      return promise;
     },
   };
 }

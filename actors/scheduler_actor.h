@@ -5,8 +5,15 @@
 // CPU work (planning, KV bookkeeping, sampling) overlaps another's forward
 // pass. It streams each produced token to the request's output actor and
 // reports every request transition to the observer.
+//
+// A reload of the system prompts is answered once their warm-up sequences
+// have run and the KV cache has answered their pins; reloads arriving
+// meanwhile wait their turn.
+#include <deque>
 #include <memory>
+#include <optional>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "actors/messages.h"
@@ -14,6 +21,14 @@
 #include "runtime/scheduler_core.h"
 
 namespace kvactor {
+
+// What the scheduler reports of the KV cache's memory, and the prefix-cache
+// namespace of system prompts.
+struct scheduler_extras {
+  uint64_t prefix_namespace = 0;
+  int64_t kv_cache_bytes = 0;
+  int64_t kv_scale_bytes = 0;
+};
 
 struct scheduler_state {
   static inline const char* name = "kvactor.scheduler";
@@ -28,6 +43,17 @@ struct scheduler_state {
   // Tokens and endings for the output actors, sent once the next step is on
   // its way (see pump() in scheduler_actor.cpp).
   std::vector<seq_event> undelivered;
+  scheduler_extras extras;
+
+  // System prompt reloads: the one being prefilled, and those waiting.
+  using reload_promise = caf::typed_response_promise<system_prompts_reloaded>;
+  struct reload {
+    std::vector<system_prompt> prompts;
+    reload_promise promise;
+    system_prompts_reloaded answer; // filled as the reload proceeds
+  };
+  std::optional<reload> reloading;
+  std::deque<reload> reloads_waiting;
 };
 
 // Links to the KV cache actor and the executors: the engine's parts stop
@@ -35,6 +61,6 @@ struct scheduler_state {
 scheduler_actor::behavior_type scheduler(scheduler_actor::stateful_pointer<scheduler_state> self,
                                          scheduler_options options, kv_cache_actor kv,
                                          std::vector<executor_actor> executors,
-                                         lifecycle_observer observer);
+                                         lifecycle_observer observer, scheduler_extras extras);
 
 } // namespace kvactor

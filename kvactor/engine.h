@@ -23,6 +23,7 @@
 #include "actors/messages.h"
 #include "runtime/backend.h"
 #include "runtime/engine_config.h"
+#include "runtime/kv_quant.h"
 #include "runtime/model_loader.h"
 #include "runtime/request_lifecycle.h"
 
@@ -36,7 +37,13 @@ namespace kvactor {
 using backend_factory =
   std::function<std::shared_ptr<backend>(const loaded_model& model, int32_t num_pages, const engine_config& config)>;
 
-// The reference CPU backend (the default).
+// The KV cache's element format that `config.kv_dtype` asks of a backend:
+// "auto" is f32 on the CPU (its exact reference) and bf16 on a device. A
+// backend factory must honour it or throw. Throws kvactor::error for an
+// unknown value.
+kv_format engine_kv_format(const engine_config& config);
+
+// The reference CPU backend (the default), storing engine_kv_format().
 backend_factory cpu_backend_factory();
 // A backend that returns fixed logits at once (null_backend.h), for measuring
 // the engine's own overhead. `vocab_size` 0 keeps the model's.
@@ -47,9 +54,12 @@ struct engine_hooks {
   lifecycle_observer observer;   // every request transition; called from engine threads
 };
 
-// Loads the model and tokenizer, sizes the KV cache and spawns the engine's
-// actors. Throws kvactor::error (load_error naming the file) for a bad model
-// directory or configuration.
+// Loads the model and tokenizer, sizes the KV cache, spawns the engine's
+// actors and prefills and pins the configured system prompts, blocking until
+// they are (so call it from outside the actor system's scheduler threads).
+// Throws kvactor::error (load_error naming the file) for a bad model
+// directory or configuration, and for a system prompt that cannot be pinned
+// (over prefix_cache.max_pinned_fraction, longer than the context).
 engine_actor spawn_engine(caf::actor_system& sys, const engine_config& config, engine_hooks hooks = {});
 
 } // namespace kvactor

@@ -53,19 +53,6 @@ void warm_up(engine_port& engine) {
             log::field("total_ms", r.timings.total_ms));
 }
 
-void prefill_system_prompts(engine_port& engine, const daemon_config& config) {
-  for (const auto& prompt : config.engine.system_prompts) {
-    generate_request request;
-    request.system = prompt.name;
-    request.prompt_tokens = {0}; // any valid token: the point is the system prompt's KV
-    request.max_tokens = 1;
-    request.sampling.temperature = 0;
-    const auto r = run_to_end(engine, request, "prefilling system prompt '" + prompt.name + "'");
-    log::info("system prompt prefilled" + log::field("name", prompt.name) +
-              log::field("tokens", r.usage.prompt_tokens - 1));
-  }
-}
-
 double stat_or(const std::map<std::string, double>& stats, std::string_view key, double fallback) {
   const auto it = stats.find(std::string(key));
   return it == stats.end() ? fallback : it->second;
@@ -107,10 +94,6 @@ void serve(const daemon_config& config, engine_port& engine, metrics_registry& r
            service_notifier& notifier) {
   notifier.status("warming up");
   warm_up(engine);
-  if (!config.engine.system_prompts.empty()) {
-    notifier.status("prefilling system prompts");
-    prefill_system_prompts(engine, config);
-  }
 
   asio::io_context io(1);
   line_server server(io, config.server, protocol_limits(config), engine, &metrics);
@@ -124,26 +107,27 @@ void serve(const daemon_config& config, engine_port& engine, metrics_registry& r
   const std::string where = config.server.host + ":" + std::to_string(server.port());
   log::info("serving" + log::field("model", models.empty() ? "" : models.front().name) +
             log::field("architecture", models.empty() ? "" : models.front().architecture) +
-            log::field("kv_pages", stat_or(stats, stat_kv_pages_total, 0)) + log::field("listen", where) +
+            log::field("kv_pages", stat_or(stats, stat_kv_pages_total, 0)) +
+            log::field("system_prompts", double(config.engine.system_prompts.size())) + log::field("listen", where) +
             log::field("metrics_port", metrics_endpoint ? double(metrics_endpoint->port()) : 0.0));
 
   std::optional<watchdog> pinger;
-  if (const auto period = notifier.watchdog_period()) pinger.emplace(io, engine, notifier, *period);
-
   asio::signal_set signals(io, SIGTERM, SIGINT);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int signal) {
     if (ec) return;
     log::info(std::string("received ") + (signal == SIGTERM ? "SIGTERM" : "SIGINT"));
     notifier.stopping("stopping");
+    signals.async_wait(on_signal); // a second signal cancels at once
+    // NOTE: with nothing running, the server stops inside this call.
     server.shutdown([&] {
       signals.cancel();
       if (pinger) pinger->stop();
     });
-    signals.async_wait(on_signal); // a second signal cancels at once
   };
   signals.async_wait(on_signal);
 
   notifier.ready("serving on " + where);
+  if (const auto period = notifier.watchdog_period()) pinger.emplace(io, engine, notifier, *period);
   io.run();
   log::info("stopped");
 }

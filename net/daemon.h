@@ -1,11 +1,11 @@
 #pragma once
 // kvactord's life once its engine is up, whatever the engine: a warm-up
-// generation, the configured system prompts prefilled (a one-token request
-// naming each, which leaves its KV pages in the prefix cache), the line
-// server and the metrics endpoint listening, then READY=1 to systemd. It
-// serves until SIGTERM or SIGINT, then stops gracefully (line_server::
-// shutdown); a second signal cancels what is still running at once. With
-// WatchdogSec set it pings systemd while the engine answers its stats.
+// generation, the line server and the metrics endpoint listening, then
+// READY=1 to systemd (the engine has loaded the model and pinned the
+// configured system prompts before it is handed over). It serves until
+// SIGTERM or SIGINT, then stops gracefully (line_server::shutdown); a second
+// signal cancels what is still running at once. With WatchdogSec set it
+// pings systemd while the engine answers its stats.
 #include "net/daemon_config.h"
 #include "net/engine_port.h"
 #include "net/metrics.h"

@@ -202,6 +202,8 @@ void read_kv(section_reader s, engine_config& e) {
   s.integer("num_pages", e.num_pages, 0, int32_max);
   s.integer("memory_mb", e.kv_memory_mb, 1, int64_max);
   s.integer("watermark_pages", e.watermark_pages, 0, int32_max);
+  s.choice("dtype", e.kv_dtype, {"auto", "f32", "bf16", "fp8", "int8"});
+  s.boolean("window_release", e.window_release);
   if (e.num_pages > 0 && e.watermark_pages > e.num_pages)
     s.fail(s.node("watermark_pages") ? "watermark_pages" : "num_pages",
            "leaves no usable page: kv.watermark_pages (" + std::to_string(e.watermark_pages) +

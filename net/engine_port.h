@@ -28,6 +28,7 @@ struct generation_callbacks {
 
 using generation_handle = uint64_t;
 
+// Every method may be called from any thread.
 class engine_port {
  public:
   virtual ~engine_port() = default;

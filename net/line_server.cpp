@@ -4,6 +4,7 @@
 
 #include "net/line_server.h"
 
+#include <array>
 #include <chrono>
 #include <deque>
 #include <random>
@@ -155,11 +156,10 @@ class connection : public std::enable_shared_from_this<connection> {
     if (number_ != 0) server_->connection_closed(number_);
   }
 
-  // Shutdown's grace is over: every request is cancelled; plain prompts
-  // still queued end at once.
+  // Shutdown's grace is over: every request is cancelled. Plain prompts
+  // queued behind a running one end as it ends (start_next_plain).
   void cancel_all() {
     for (auto& [key, r] : requests_) cancel(r);
-    start_next_plain();
   }
 
   // Stops taking lines; closes once the replies are written.
@@ -181,8 +181,6 @@ class connection : public std::enable_shared_from_this<connection> {
     clock::time_point submitted, last_token;
     int32_t num_tokens = 0;
   };
-
-  using self_ptr = std::shared_ptr<connection>;
 
   // -- reading --------------------------------------------------------------------
 
@@ -551,6 +549,10 @@ void line_server::state::accept() {
       });
       return;
     }
+    // Token lines are small and latency-bound: without this, Nagle's
+    // algorithm holds each one back until the previous one is acknowledged
+    // (~40 ms with delayed ACKs).
+    socket.set_option(tcp::no_delay(true), ec);
     if (self->connections.size() >= size_t(self->config.max_connections)) {
       if (self->metrics) self->metrics->connection_refused();
       log::warn("connection refused: at server.max_connections" + log::field("peer", endpoint_text(socket)));

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/page_pool.h"
+#include "runtime/sliding_window.h"
 
 // x86-64 builds carry an AVX2+FMA copy of the hot loops next to the baseline
 // one; the loader picks per machine, so one binary runs everywhere.
@@ -129,10 +131,19 @@ void add_rows(float* y, const float* bias, int64_t rows, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += bias[i];
 }
 
+// The cache as attention reads it: elements in one of four formats.
+struct kv_view {
+  kv_format format = kv_format::f32;
+  const float* f32 = nullptr;     // kv_layout, f32 only
+  const uint16_t* bf16 = nullptr; // kv_layout, bf16 only
+  const uint8_t* q8 = nullptr;    // kv_layout, fp8 and int8
+  const float* scales = nullptr;  // kv_scale_count, fp8 and int8
+};
+
 struct attention_args {
   const float* q;     // [num_tokens, num_heads, head_dim]
   float* out;         // [num_tokens, num_heads, head_dim]
-  const float* kv;    // the whole cache, kv_layout
+  kv_view kv;         // the whole cache
   const kv_layout* layout;
   int32_t layer;
   int32_t num_heads;
@@ -142,10 +153,16 @@ struct attention_args {
   float scale;
 };
 
-// Per-thread scratch of attend(), sized for the longest sequence of a step.
+// Keys dequantized at a time: a tile of K or V stays in L1.
+constexpr int32_t dequant_tile_keys = 32;
+
+// Per-thread scratch of attention, sized for the longest sequence of a step.
 struct attention_scratch {
-  std::vector<size_t> rows;  // [keys] offset of each key's slot in the K half of the layer
-  std::vector<float> probs;  // [group, keys]
+  std::vector<size_t> rows;        // [keys] offset of each key's slot in the K half of the layer
+  std::vector<size_t> scale_rows;  // [keys] index of each key's K scale, kv head 0 (fp8, int8)
+  std::vector<float> probs;        // [group, keys]
+  std::vector<float> tile;         // [dequant_tile_keys, head_dim] dequantized K or V
+  std::vector<float> acc;          // [group, head_dim] weighted sum of V
 };
 
 // out[0, 8N) = sum_j p[j] * row_j[0, 8N), accumulated in registers.
@@ -170,7 +187,7 @@ void attend(const attention_args& a, int64_t token, int32_t kv_head, int32_t pos
   size_t* rows = scratch.rows.data();
   for (int32_t j = 0; j < keys; ++j)
     rows[j] = a.layout->offset(a.layer, 0, page_table[(lo + j) / ps], (lo + j) % ps);
-  const float* k_base = a.kv + int64_t(kv_head) * hd;
+  const float* k_base = a.kv.f32 + int64_t(kv_head) * hd;
   const float* v_base = k_base + a.layout->offset(a.layer, 1, 0, 0) - a.layout->offset(a.layer, 0, 0, 0);
 
   for (int32_t g = 0; g < a.group; ++g) {
@@ -202,6 +219,93 @@ void attend(const attention_args& a, int64_t token, int32_t kv_head, int32_t pos
       out[d] = s;
     }
   }
+}
+
+// Rows rows[0, n) of one kv head, dequantized into tile [n, head_dim].
+// `scale_rows` index the rows' scales of kv head 0 (fp8, int8).
+// note: call only for bf16, fp8 and int8; attend() reads f32 in place.
+void dequantize_rows(const kv_view& kv, int32_t kv_head, int32_t hd, const size_t* rows, const size_t* scale_rows,
+                     int32_t n, float* tile) {
+  const size_t head = size_t(kv_head) * size_t(hd);
+  for (int32_t j = 0; j < n; ++j) {
+    float* out = tile + size_t(j) * hd;
+    if (kv.format == kv_format::bf16) {
+      const uint16_t* e = kv.bf16 + rows[j] + head;
+      for (int32_t d = 0; d < hd; ++d) out[d] = bf16_to_f32(e[d]);
+    } else if (kv.format == kv_format::fp8) {
+      const uint8_t* e = kv.q8 + rows[j] + head;
+      const float s = kv.scales[scale_rows[j] + size_t(kv_head)];
+      for (int32_t d = 0; d < hd; ++d) out[d] = fp8_e4m3_to_f32(e[d]) * s;
+    } else {
+      const int8_t* e = reinterpret_cast<const int8_t*>(kv.q8 + rows[j] + head);
+      const float s = kv.scales[scale_rows[j] + size_t(kv_head)];
+      for (int32_t d = 0; d < hd; ++d) out[d] = float(e[d]) * s;
+    }
+  }
+}
+
+// y[0, n) += p * x[0, n)
+[[gnu::always_inline]] inline void axpy(float p, const float* x, float* y, int32_t n) {
+  int32_t d = 0;
+  for (; d + 8 <= n; d += 8) store8(y + d, load8(y + d) + p * load8(x + d));
+  for (; d < n; ++d) y[d] += p * x[d];
+}
+
+// attend() over a cache of bf16, fp8 or int8 elements: the same keys, each
+// tile of K and then of V dequantized once for the whole group of q heads.
+KVACTOR_SIMD_CLONES
+void attend_dequantized(const attention_args& a, int64_t token, int32_t kv_head, int32_t pos,
+                        const std::vector<int32_t>& page_table, attention_scratch& scratch) {
+  const kv_layout& l = *a.layout;
+  const int32_t hd = a.head_dim, ps = l.page_size;
+  const int32_t lo = a.window > 0 ? std::max(0, pos - a.window + 1) : 0, keys = pos + 1 - lo;
+  const bool scaled = kv_is_quantized(a.kv.format);
+  size_t* rows = scratch.rows.data();
+  size_t* scale_rows = scratch.scale_rows.data();
+  for (int32_t j = 0; j < keys; ++j) {
+    const int32_t page = page_table[(lo + j) / ps], slot = (lo + j) % ps;
+    rows[j] = l.offset(a.layer, 0, page, slot);
+    if (scaled) scale_rows[j] = kv_scale_index(l, a.kv.format, a.layer, 0, page, slot, 0);
+  }
+  // From a key's K to its V: the same (page, slot) in the V half of the layer.
+  const size_t v_rows = l.offset(a.layer, 1, 0, 0) - l.offset(a.layer, 0, 0, 0);
+  const size_t v_scales = scaled ? size_t(l.num_pages) * kv_scales_per_page(l, a.kv.format) : 0;
+  float* tile = scratch.tile.data();
+  float* p = scratch.probs.data(); // [group, keys]
+  const int64_t q_row = (token * a.num_heads + int64_t(kv_head) * a.group) * hd;
+
+  for (int32_t j0 = 0; j0 < keys; j0 += dequant_tile_keys) {
+    const int32_t n = std::min(dequant_tile_keys, keys - j0);
+    dequantize_rows(a.kv, kv_head, hd, rows + j0, scale_rows + j0, n, tile);
+    for (int32_t g = 0; g < a.group; ++g) {
+      const float* q = a.q + q_row + int64_t(g) * hd;
+      for (int32_t j = 0; j < n; ++j) p[int64_t(g) * keys + j0 + j] = dot(q, tile + size_t(j) * hd, hd) * a.scale;
+    }
+  }
+  for (int32_t g = 0; g < a.group; ++g) {
+    float* pg = p + int64_t(g) * keys;
+    float max_score = -INFINITY;
+    for (int32_t j = 0; j < keys; ++j) max_score = std::max(max_score, pg[j]);
+    float sum = 0;
+    for (int32_t j = 0; j < keys; ++j) sum += pg[j] = std::exp(pg[j] - max_score);
+    const float inv = 1.0f / sum;
+    for (int32_t j = 0; j < keys; ++j) pg[j] *= inv;
+  }
+
+  float* acc = scratch.acc.data();
+  std::fill(acc, acc + size_t(a.group) * hd, 0.0f);
+  for (int32_t j = 0; j < keys; ++j) rows[j] += v_rows;
+  if (scaled)
+    for (int32_t j = 0; j < keys; ++j) scale_rows[j] += v_scales;
+  for (int32_t j0 = 0; j0 < keys; j0 += dequant_tile_keys) {
+    const int32_t n = std::min(dequant_tile_keys, keys - j0);
+    dequantize_rows(a.kv, kv_head, hd, rows + j0, scale_rows + j0, n, tile);
+    for (int32_t g = 0; g < a.group; ++g)
+      for (int32_t j = 0; j < n; ++j)
+        axpy(p[int64_t(g) * keys + j0 + j], tile + size_t(j) * hd, acc + size_t(g) * hd, hd);
+  }
+  for (int32_t g = 0; g < a.group; ++g)
+    std::memcpy(a.out + q_row + int64_t(g) * hd, acc + size_t(g) * hd, hd * sizeof(float));
 }
 
 // ---- rope -----------------------------------------------------------------
@@ -285,8 +389,8 @@ constexpr int64_t min_parallel_work = int64_t(1) << 16;
 // ---- cpu_backend ------------------------------------------------------------
 
 cpu_backend::cpu_backend(model_config config, std::shared_ptr<const model_weights> weights,
-                         int32_t num_pages, int32_t page_size, int32_t num_threads)
-    : config_(std::move(config)), weights_(std::move(weights)), pool_(num_threads) {
+                         int32_t num_pages, int32_t page_size, int32_t num_threads, kv_format kv)
+    : config_(std::move(config)), weights_(std::move(weights)), format_(kv), pool_(num_threads) {
   const model_config& c = config_;
   if (!weights_) throw error("cpu_backend: no weights");
   if (num_pages <= 0 || page_size <= 0)
@@ -302,8 +406,21 @@ cpu_backend::cpu_backend(model_config config, std::shared_ptr<const model_weight
                 " entries for " + std::to_string(c.num_layers) + " layers");
   check_weights(c, *weights_);
   layout_ = kv_layout{c.num_layers, num_pages, page_size, c.num_kv_heads, c.head_dim};
-  kv_.assign(layout_.total_elems(), 0.0f);
+  // Zero-filled, so that every page is resident from the start (what the
+  // memory profile measures).
+  switch (format_) {
+    case kv_format::f32: kv_f32_.assign(layout_.total_elems(), 0.0f); break;
+    case kv_format::bf16: kv_bf16_.assign(layout_.total_elems(), 0); break;
+    case kv_format::fp8:
+    case kv_format::int8: kv_q8_.assign(layout_.total_elems(), 0); break;
+  }
+  kv_scales_.assign(kv_scale_count(layout_, format_), 0.0f);
   inv_freq_ = rope_inv_freq(c);
+  window_everywhere_ = reclaimable_window(c);
+}
+
+size_t cpu_backend::kv_element_bytes() const {
+  return kv_f32_.size() * sizeof(float) + kv_bf16_.size() * sizeof(uint16_t) + kv_q8_.size();
 }
 
 void cpu_backend::validate(const forward_batch& batch) const {
@@ -321,10 +438,19 @@ void cpu_backend::validate(const forward_batch& batch) const {
     if (int64_t(q.page_table.size()) < pages)
       throw error(where + "page table has " + std::to_string(q.page_table.size()) + " pages, positions [0, " +
                   std::to_string(end) + ") need " + std::to_string(pages));
-    for (int64_t i = 0; i < pages; ++i)
-      if (q.page_table[i] < 0 || q.page_table[i] >= layout_.num_pages)
-        throw error(where + "page id " + std::to_string(q.page_table[i]) + " is outside [0, " +
+    // Pages wholly before the first key of the step's first token may have
+    // been released, when every layer slides.
+    const int64_t released_ok = pages_behind_window(q.start_pos, window_everywhere_, layout_.page_size);
+    for (int64_t i = 0; i < pages; ++i) {
+      const int32_t page = q.page_table[i];
+      if (page == no_page && i < released_ok) continue;
+      if (page == no_page)
+        throw error(where + "page " + std::to_string(i) + " (positions from " + std::to_string(i * layout_.page_size) +
+                    ") was released, but the step attends to it");
+      if (page < 0 || page >= layout_.num_pages)
+        throw error(where + "page id " + std::to_string(page) + " is outside [0, " +
                     std::to_string(layout_.num_pages) + ")");
+    }
   }
 }
 
@@ -353,23 +479,45 @@ void cpu_backend::apply_rope(float* x, int32_t num_heads) {
   }
 }
 
+// In token order, so that each fp8 page is written slot after slot.
 void cpu_backend::write_kv(int32_t layer, const forward_batch& batch) {
   const size_t kv_dim = layout_.token_elems();
+  const int32_t hd = layout_.head_dim;
   for (size_t t = 0; t < tokens_.size(); ++t) {
     const token_ref r = tokens_[t];
     const int32_t page = batch.seqs[r.seq].page_table[r.pos / layout_.page_size];
     const int32_t slot = r.pos % layout_.page_size;
-    const size_t bytes = kv_dim * sizeof(float);
-    std::memcpy(kv_.data() + layout_.offset(layer, 0, page, slot), k_.data() + t * kv_dim, bytes);
-    std::memcpy(kv_.data() + layout_.offset(layer, 1, page, slot), v_.data() + t * kv_dim, bytes);
+    for (int32_t kv = 0; kv < 2; ++kv) {
+      const float* x = (kv == 0 ? k_ : v_).data() + t * kv_dim; // [num_kv_heads, head_dim]
+      const size_t at = layout_.offset(layer, kv, page, slot);
+      switch (format_) {
+        case kv_format::f32: std::memcpy(kv_f32_.data() + at, x, kv_dim * sizeof(float)); break;
+        case kv_format::bf16:
+          for (size_t i = 0; i < kv_dim; ++i) kv_bf16_[at + i] = f32_to_bf16(x[i]);
+          break;
+        case kv_format::int8:
+          for (int32_t h = 0; h < layout_.num_kv_heads; ++h)
+            kv_scales_[kv_scale_index(layout_, format_, layer, kv, page, slot, h)] = int8_quantize_head(
+                x + size_t(h) * hd, hd, reinterpret_cast<int8_t*>(kv_q8_.data() + at + size_t(h) * hd));
+          break;
+        case kv_format::fp8: {
+          uint8_t* page_start = kv_q8_.data() + layout_.offset(layer, kv, page, 0);
+          for (int32_t h = 0; h < layout_.num_kv_heads; ++h)
+            fp8_write_token(page_start + size_t(h) * hd, kv_dim, slot, x + size_t(h) * hd, hd,
+                            kv_scales_[kv_scale_index(layout_, format_, layer, kv, page, 0, h)]);
+          break;
+        }
+      }
+    }
   }
 }
 
 void cpu_backend::attention(int32_t layer, const forward_batch& batch) {
   const model_config& c = config_;
+  const kv_view kv{format_, kv_f32_.data(), kv_bf16_.data(), kv_q8_.data(), kv_scales_.data()};
   const attention_args args{q_.data(),
                             attn_.data(),
-                            kv_.data(),
+                            kv,
                             &layout_,
                             layer,
                             c.num_heads,
@@ -384,12 +532,23 @@ void cpu_backend::attention(int32_t layer, const forward_batch& batch) {
     max_keys = std::max(max_keys, keys);
     work += int64_t(keys) * c.q_dim() * 2;
   }
+  const bool in_place = format_ == kv_format::f32;
   auto run = [&](int64_t begin, int64_t end) {
-    attention_scratch scratch{std::vector<size_t>(max_keys), std::vector<float>(size_t(max_keys) * args.group)};
+    attention_scratch scratch{std::vector<size_t>(max_keys), {}, std::vector<float>(size_t(max_keys) * args.group),
+                              {}, {}};
+    if (!in_place) {
+      scratch.scale_rows.resize(max_keys);
+      scratch.tile.resize(size_t(dequant_tile_keys) * c.head_dim);
+      scratch.acc.resize(size_t(args.group) * c.head_dim);
+    }
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / c.num_kv_heads;
       const token_ref r = tokens_[t];
-      attend(args, t, int32_t(i % c.num_kv_heads), r.pos, batch.seqs[r.seq].page_table, scratch);
+      const auto& pages = batch.seqs[r.seq].page_table;
+      if (in_place)
+        attend(args, t, int32_t(i % c.num_kv_heads), r.pos, pages, scratch);
+      else
+        attend_dequantized(args, t, int32_t(i % c.num_kv_heads), r.pos, pages, scratch);
     }
   };
   const int64_t count = int64_t(tokens_.size()) * c.num_kv_heads;

@@ -31,8 +31,14 @@ struct engine_config {
   // -- kv cache ------------------------------------------------------------
   int32_t page_size = 16;
   int32_t num_pages = 0;           // 0 = size from kv_memory_mb (CPU) or gpu_memory_fraction (GPU)
-  int64_t kv_memory_mb = 256;      // CPU backend's KV budget
+  int64_t kv_memory_mb = 256;      // CPU backend's budget for KV elements (fp8/int8 scales on top)
   int32_t watermark_pages = 0;     // kept free for running decodes
+  // KV element format (kv_quant.h): "auto" (f32 on the CPU, bf16 on a
+  // device), "f32", "bf16", "fp8" or "int8".
+  std::string kv_dtype = "auto";
+  // Release the pages behind a sliding window while sequences run, when
+  // every layer slides (docs/kv_cache.md).
+  bool window_release = true;
 
   // -- prefix cache ----------------------------------------------------------
   bool prefix_cache = true;

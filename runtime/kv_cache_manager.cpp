@@ -4,6 +4,7 @@
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/sliding_window.h"
 
 namespace kvactor {
 
@@ -18,6 +19,7 @@ kv_cache_manager::kv_cache_manager(const kv_cache_options& options)
     : options_(options),
       pool_(options.num_pages, options.watermark),
       index_(pool_, options.page_size),
+      pins_of_page_(size_t(options.num_pages), 0),
       next_pin_owner_(first_pin_owner) {}
 
 // -- one step -------------------------------------------------------------------
@@ -26,8 +28,10 @@ kv_step_reply kv_cache_manager::apply(const kv_step_request& request) {
   check(request);
   kv_step_reply reply;
   for (const auto& ins : request.inserts) insert(ins);
+  for (const auto& name : request.unpins) unpin(name);
   for (const auto& p : request.pins)
     reply.pins.push_back({p.name, p.tokens ? pin(p.name, p.ns, *p.tokens) : 0});
+  for (const auto& t : request.trims) window_released_ += pool_.release_leading(t.id, t.num_pages);
   for (seq_id id : request.releases) release(id);
 
   // Every admitted entry shares its hits before any entry allocates: an
@@ -68,8 +72,18 @@ kv_step_reply kv_cache_manager::apply(const kv_step_request& request) {
 }
 
 kv_counters kv_cache_manager::counters() const {
-  return kv_counters{queried_tokens_, hit_tokens_,  evictions_,  pool_.num_pages(),
-                     pool_.num_pages() - pool_.num_free(), pinned_pages_};
+  kv_counters c;
+  c.queried_tokens = queried_tokens_;
+  c.hit_tokens = hit_tokens_;
+  c.evictions = evictions_;
+  c.window_released_pages = window_released_;
+  c.pinned_hits = pinned_hits_;
+  c.pinned_hit_tokens = pinned_hit_tokens_;
+  c.pages_total = pool_.num_pages();
+  c.pages_used = pool_.num_pages() - pool_.num_free();
+  c.pages_pinned = pinned_pages_;
+  c.pins = int32_t(pins_.size());
+  return c;
 }
 
 // -- pins -----------------------------------------------------------------------
@@ -91,13 +105,16 @@ int32_t kv_cache_manager::pin(const std::string& name, uint64_t ns, std::span<co
   if (!shared) throw error("kv_cache_manager: a page the prefix index returned could not be shared");
   pins_.emplace(name, owner);
   pinned_pages_ += int32_t(num_pages);
+  for (page_id p : hit.pages) ++pins_of_page_[size_t(p)];
   return int32_t(num_pages * page_size);
 }
 
 bool kv_cache_manager::unpin(const std::string& name) {
   auto it = pins_.find(name);
   if (it == pins_.end()) return false;
-  pinned_pages_ -= int32_t(pool_.page_table(it->second).size());
+  const auto pages = pool_.page_table(it->second);
+  pinned_pages_ -= int32_t(pages.size());
+  for (page_id p : pages) --pins_of_page_[size_t(p)];
   pool_.release(it->second);
   pins_.erase(it);
   return true;
@@ -116,6 +133,8 @@ void kv_cache_manager::check(const kv_step_request& request) const {
   auto is_released = [&](seq_id id) { return std::binary_search(released.begin(), released.end(), id); };
   for (const auto& ins : request.inserts)
     if (!seqs_.contains(ins.id)) fail("insert for a sequence that holds no pages", ins.id);
+  for (const auto& t : request.trims)
+    if (!seqs_.contains(t.id)) fail("trim of a sequence that holds no pages", t.id);
   for (seq_id id : request.releases)
     if (!seqs_.contains(id)) fail("release of a sequence that holds no pages", id);
   for (const auto& e : request.scheduled) {
@@ -156,6 +175,15 @@ bool kv_cache_manager::share_hits(const kv_scheduled& e) {
       if (!pool_.share(e.id, hit.pages))
         throw error("kv_cache_manager: a page the prefix index returned could not be shared");
       hit_tokens_ += int64_t(hit_tokens);
+      const auto pinned = std::count_if(hit.pages.begin(), hit.pages.end(),
+                                        [&](page_id p) { return pins_of_page_[size_t(p)] > 0; });
+      if (pinned > 0) {
+        ++pinned_hits_;
+        pinned_hit_tokens_ += int64_t(pinned) * options_.page_size;
+      }
+      // Hits its first computed token no longer sees go back at once.
+      window_released_ += pool_.release_leading(
+          e.id, pages_behind_window(int32_t(hit_tokens), options_.sliding_window, options_.page_size));
       state.cursor = hit.cursor;
     }
     state.tokens.assign(tokens.begin(), tokens.end());
@@ -176,7 +204,13 @@ bool kv_cache_manager::allocate(seq_id id, int32_t n, page_claim claim) {
 cached_prefix kv_cache_manager::probe(const kv_probe& p) const {
   if (!options_.prefix_cache || !p.tokens) return {};
   const prefix_hit hit = index_.peek(p.ns, *p.tokens);
-  return cached_prefix{int32_t(hit.pages.size()) * options_.page_size, hit.num_unreferenced};
+  const int32_t hit_tokens = int32_t(hit.pages.size()) * options_.page_size;
+  if (options_.sliding_window == 0) return cached_prefix{hit_tokens, hit.num_unreferenced};
+  // Hits behind the window are let go at admission: they take no free page.
+  const size_t dead = size_t(pages_behind_window(hit_tokens, options_.sliding_window, options_.page_size));
+  int32_t taken = 0;
+  for (size_t i = dead; i < hit.pages.size(); ++i) taken += pool_.refcount(hit.pages[i]) == 0;
+  return cached_prefix{hit_tokens, taken};
 }
 
 } // namespace kvactor

@@ -9,6 +9,14 @@
 // seen. A pin is a page_pool owner that never runs: it holds the cached pages
 // of a system prompt so they are never evicted.
 //
+// With a sliding window (every layer sliding), pages behind a sequence's
+// window are released while it runs (kv_trim), and an admission keeps only
+// the hits its window still sees. A released page that was cached stays in
+// the prefix index, evictable: its KV depends only on the tokens before it,
+// so it is still a valid hit for another sequence. A sequence whose chain
+// is broken (its cursor's page evicted) cannot re-insert behind its window
+// and stops inserting; see prefix_index::insert.
+//
 // Single-threaded; the KV cache actor calls it.
 #include <cstdint>
 #include <span>
@@ -28,6 +36,7 @@ struct kv_cache_options {
   int32_t watermark = 0;
   bool prefix_cache = true;         // off: no lookups, inserts or hits
   double max_pinned_fraction = 0.5; // of all pages
+  int32_t sliding_window = 0;       // reclaimable_window(); 0 = pages stay until release
 };
 
 class kv_cache_manager {
@@ -76,11 +85,15 @@ class kv_cache_manager {
   prefix_index index_;
   std::unordered_map<seq_id, seq_state> seqs_;
   std::unordered_map<std::string, seq_id> pins_; // name -> pin owner
+  std::vector<int32_t> pins_of_page_;             // [num_pages] pins holding each page
   seq_id next_pin_owner_;
   int32_t pinned_pages_ = 0;
   int64_t queried_tokens_ = 0;
   int64_t hit_tokens_ = 0;
   int64_t evictions_ = 0;
+  int64_t window_released_ = 0;
+  int64_t pinned_hits_ = 0;
+  int64_t pinned_hit_tokens_ = 0;
 };
 
 } // namespace kvactor

@@ -6,16 +6,21 @@
 // A request is applied in this order (kv_cache_manager::apply):
 //   1. inserts   sequences whose KV grew in a completed step register their
 //                new full pages in the prefix index;
-//   2. pins      system prompts whose KV is now cached are pinned;
-//   3. releases  finished, cancelled and preempted sequences drop their pages;
-//   4. scheduled the step plan, as step_planner.h prescribes: every admitted
+//   2. unpins    system prompts no longer configured let their pages go;
+//   3. pins      system prompts whose KV is now cached are pinned;
+//   4. trims     running sequences release the leading pages their sliding
+//                window has passed (sliding_window.h);
+//   5. releases  finished, cancelled and preempted sequences drop their pages;
+//   6. scheduled the step plan, as step_planner.h prescribes: every admitted
 //                sequence shares its prefix hits first, then every entry
 //                allocates its fresh pages;
-//   5. probes    waiting sequences are peeked for the next plan.
-// NOTE: inserts and pins come before releases: the last pages of a sequence
-// that has just finished are cached, and a pin takes pages its sequence
-// still references, before those references go. So nothing before step 4
-// lowers the free page count the planner was given.
+//   7. probes    waiting sequences are peeked for the next plan.
+// NOTE: inserts and pins come before trims and releases: the last pages of a
+// sequence that has just finished, or slid out of its window, are cached,
+// and a pin takes pages its sequence still references, before those
+// references go. Unpins come before pins, so that a reload that swaps
+// prompts stays under the pinned cap. So nothing before step 6 lowers the
+// free page count the planner was given.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,6 +50,13 @@ struct kv_pin {
   token_list tokens;
 };
 
+// A running sequence's page-table entries [0, num_pages) are dead: no future
+// token sees them. Absolute, so repeating a trim changes nothing.
+struct kv_trim {
+  seq_id id = 0;
+  int32_t num_pages = 0;
+};
+
 // One entry of a step plan (scheduled_seq) with what applying it needs.
 struct kv_scheduled {
   seq_id id = 0;
@@ -63,7 +75,9 @@ struct kv_probe {
 
 struct kv_step_request {
   std::vector<kv_insert> inserts;
+  std::vector<std::string> unpins; // pin names
   std::vector<kv_pin> pins;
+  std::vector<kv_trim> trims;
   std::vector<seq_id> releases;
   std::vector<kv_scheduled> scheduled; // in the plan's service order
   std::vector<kv_probe> probes;
@@ -72,8 +86,8 @@ struct kv_step_request {
   bool want_holdings = true;
 
   bool empty() const {
-    return inserts.empty() && pins.empty() && releases.empty() && scheduled.empty() &&
-           probes.empty();
+    return inserts.empty() && unpins.empty() && pins.empty() && trims.empty() && releases.empty() &&
+           scheduled.empty() && probes.empty();
   }
 };
 
@@ -81,8 +95,9 @@ struct kv_step_request {
 
 struct kv_table {
   seq_id id = 0;
-  // An admitted sequence's whole page table (hits first); for a running one
-  // only the pages appended, since the scheduler has the rest.
+  // An admitted sequence's whole page table (hits first, no_page for hits
+  // already behind its sliding window); for a running one only the pages
+  // appended, since the scheduler has the rest.
   std::vector<page_id> pages;
 };
 
@@ -106,9 +121,13 @@ struct kv_counters {
   int64_t queried_tokens = 0; // tokens of admitted sequences looked up
   int64_t hit_tokens = 0;     // of them, shared from the cache
   int64_t evictions = 0;      // cached pages handed out again
+  int64_t window_released_pages = 0; // pages running sequences let go behind their sliding window
+  int64_t pinned_hits = 0;           // admissions that shared pinned (system prompt) pages...
+  int64_t pinned_hit_tokens = 0;     // ...and the tokens of those pages
   int32_t pages_total = 0;
   int32_t pages_used = 0;     // referenced by some sequence or pin
   int32_t pages_pinned = 0;
+  int32_t pins = 0;           // pinned system prompts
 };
 
 struct kv_step_reply {

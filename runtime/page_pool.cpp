@@ -1,7 +1,9 @@
 #include "runtime/page_pool.h"
 
+#include <algorithm>
 #include <cassert>
 #include <string>
+#include <utility>
 
 #include "runtime/error.h"
 
@@ -54,9 +56,23 @@ bool page_pool::release(seq_id owner) {
   auto it = tables_.find(owner);
   if (it == tables_.end()) return false;
   const auto& table = it->second;
-  for (auto p = table.rbegin(); p != table.rend(); ++p) drop_reference(*p);
+  for (auto p = table.rbegin(); p != table.rend(); ++p)
+    if (*p != no_page) drop_reference(*p);
   tables_.erase(it);
   return true;
+}
+
+int32_t page_pool::release_leading(seq_id owner, int32_t n) {
+  auto it = tables_.find(owner);
+  if (it == tables_.end() || n <= 0) return 0;
+  auto& table = it->second;
+  int32_t dropped = 0;
+  for (size_t i = std::min(size_t(n), table.size()); i-- > 0;) {
+    if (table[i] == no_page) continue;
+    drop_reference(std::exchange(table[i], no_page));
+    ++dropped;
+  }
+  return dropped;
 }
 
 std::span<const page_id> page_pool::page_table(seq_id owner) const {
@@ -68,7 +84,13 @@ std::span<const page_id> page_pool::page_table(seq_id owner) const {
 int32_t page_pool::num_exclusive_pages(seq_id owner) const {
   int32_t n = 0;
   for (page_id p : page_table(owner))
-    if (refcount_[p] == 1) ++n;
+    if (p != no_page && refcount_[p] == 1) ++n;
+  return n;
+}
+
+int32_t page_pool::num_held_pages(seq_id owner) const {
+  int32_t n = 0;
+  for (page_id p : page_table(owner)) n += p != no_page;
   return n;
 }
 
@@ -93,6 +115,7 @@ bool page_pool::consistent() const {
   std::vector<int32_t> refs(refcount_.size(), 0);
   for (const auto& [owner, table] : tables_)
     for (page_id p : table) {
+      if (p == no_page) continue; // released by a sliding window
       if (!valid(p)) return false;
       ++refs[p];
     }

@@ -25,9 +25,9 @@
 // is a return value, and the step planner alone chooses what to preempt.
 // Single-threaded: the scheduler that owns the pool calls it.
 //
-// NOTE: a page table is indexed by position / page_size, so a future sliding
-// window can release leading pages by replacing their entries with no_page
-// (release() and the counts would skip them) without shifting positions.
+// A page table is indexed by position / page_size. A sliding window releases
+// leading pages by replacing their entries with no_page (release_leading), so
+// positions never shift; release() and the counts skip no_page entries.
 #include <cstdint>
 #include <span>
 #include <unordered_map>
@@ -73,12 +73,20 @@ class page_pool {
   // the owner has no page table (never allocated, or already released).
   bool release(seq_id owner);
 
-  // The owner's pages in position order; empty for an unknown owner.
+  // Releases the owner's entries [0, n) (those not released already), last
+  // first, and sets them to no_page. Returns the references dropped; 0 for
+  // an unknown owner. n beyond the table is capped.
+  int32_t release_leading(seq_id owner, int32_t n);
+
+  // The owner's pages in position order, no_page where released; empty for
+  // an unknown owner.
   std::span<const page_id> page_table(seq_id owner) const;
 
   // Pages of the owner's table that nobody else references: what release()
   // would make free or evictable. O(pages of the owner).
   int32_t num_exclusive_pages(seq_id owner) const;
+  // Entries of the owner's table that hold a page (not no_page).
+  int32_t num_held_pages(seq_id owner) const;
 
   // -- cache cooperation (used by prefix_index) -------------------------------
 

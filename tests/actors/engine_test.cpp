@@ -377,7 +377,7 @@ TEST_CASE("the type-ID block registers the public message types") {
   cfg.add_message_types<caf::id_block::kvactor>();
   caf::actor_system sys{cfg};
   CHECK(std::string(caf::type_name<generation_done>::value) == "kvactor::generation_done");
-  CHECK(caf::id_block::kvactor::end - caf::id_block::kvactor::begin == 6);
+  CHECK(caf::id_block::kvactor::end - caf::id_block::kvactor::begin == 8);
   CHECK(caf::to_string(caf::make_message(token_delta{3, "hi", {7}})).find("hi") != std::string::npos);
 }
 

@@ -151,6 +151,104 @@ TEST_CASE("kv-budget prints the design notes' formula") {
   CHECK(fp8.out.find("total:        5368709120 bytes") != std::string::npos);
 }
 
+namespace {
+
+uint32_t be32(const std::string& s, size_t at) {
+  return uint32_t(uint8_t(s[at])) << 24 | uint32_t(uint8_t(s[at + 1])) << 16 | uint32_t(uint8_t(s[at + 2])) << 8 |
+         uint32_t(uint8_t(s[at + 3]));
+}
+
+uint32_t crc32(const std::string& s, size_t at, size_t n) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = at; i < at + n; ++i) {
+    c ^= uint8_t(s[i]);
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+  }
+  return ~c;
+}
+
+struct png_image {
+  uint32_t width = 0, height = 0;
+  std::string pixels; // filter byte + RGB per row
+};
+
+// Checks every chunk's CRC, the IHDR, and inflates the IDAT's stored blocks.
+png_image read_stored_png(const std::string& png) {
+  REQUIRE(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
+  png_image img;
+  std::string zlib;
+  size_t at = 8;
+  while (at + 12 <= png.size()) {
+    const uint32_t n = be32(png, at);
+    const std::string type = png.substr(at + 4, 4);
+    REQUIRE(at + 12 + n <= png.size());
+    CHECK_MESSAGE(be32(png, at + 8 + n) == crc32(png, at + 4, n + 4), "chunk ", type);
+    if (type == "IHDR") {
+      img.width = be32(png, at + 8);
+      img.height = be32(png, at + 12);
+      CHECK(png.substr(at + 16, 5) == std::string("\x08\x02\x00\x00\x00", 5)); // 8-bit RGB
+    }
+    if (type == "IDAT") zlib += png.substr(at + 8, n);
+    at += 12 + n;
+  }
+  CHECK(at == png.size());
+  REQUIRE(zlib.size() > 6);
+  CHECK((uint8_t(zlib[0]) * 256 + uint8_t(zlib[1])) % 31 == 0);
+  size_t z = 2;
+  for (bool last = false; !last;) {
+    REQUIRE(z + 5 <= zlib.size());
+    last = zlib[z] & 1;
+    REQUIRE((zlib[z] & 6) == 0); // stored
+    const size_t len = uint8_t(zlib[z + 1]) | uint8_t(zlib[z + 2]) << 8;
+    REQUIRE((len ^ (uint8_t(zlib[z + 3]) | uint8_t(zlib[z + 4]) << 8)) == 0xffff);
+    img.pixels += zlib.substr(z + 5, len);
+    z += 5 + len;
+  }
+  uint32_t a = 1, b = 0;
+  for (char c : img.pixels) {
+    a = (a + uint8_t(c)) % 65521;
+    b = (b + a) % 65521;
+  }
+  CHECK(be32(zlib, z) == (b << 16 | a));
+  return img;
+}
+
+} // namespace
+
+TEST_CASE("profile: the formula, whole pages, measured memory, and a valid PNG plot") {
+  const auto png = fs::temp_directory_path() / ("kvactor_cli_profile_" + std::to_string(getpid()) + ".png");
+  const auto r = run("profile --seq-lens 64,256 --kv-dtype int8 --threads 1 --png " + png.string());
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  // The default model: 4 layers x 2 kv heads x 32 x 2 x 1 byte = 512 bytes a
+  // token, plus 4 x 2 x 2 fp32 scales = 64 bytes.
+  CHECK(r.out.find("KV bytes = batch x seq x layers x kv_heads x head_dim x 2 x 1 byte (+ fp32 scales per token") !=
+        std::string::npos);
+  CHECK(r.out.find("      64        4       32.77 KB      4.10 KB       36.86 KB") != std::string::npos);
+  CHECK(r.out.find("     256       16      131.07 KB     16.38 KB      147.46 KB") != std::string::npos);
+  const png_image img = read_stored_png(slurp(png));
+  CHECK(img.width == 900);
+  CHECK(img.height == 560);
+  REQUIRE(img.pixels.size() == size_t(img.height) * (1 + 3 * img.width));
+  size_t inked = 0;
+  for (size_t row = 0; row < img.height; ++row) {
+    CHECK(img.pixels[row * (1 + 3 * img.width)] == 0); // filter: none
+    for (size_t i = 1; i <= 3 * img.width; ++i) inked += uint8_t(img.pixels[row * (1 + 3 * img.width) + i]) != 0xff;
+  }
+  CHECK(inked > 10000);
+  fs::remove(png);
+  MESSAGE(r.out);
+
+  auto bad = run("profile");
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("profile needs --seq-lens") != std::string::npos);
+  bad = run("profile --seq-lens 512,x");
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--seq-lens: 'x' is not a positive length") != std::string::npos);
+  bad = run("profile --seq-lens 8");
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err.find("leaves nothing to prefill") != std::string::npos);
+}
+
 TEST_CASE("each damaged model directory gives one clear error and a non-zero exit") {
   const std::string gen = "generate --prompt hi --max-tokens 1 --model ";
 

@@ -77,6 +77,8 @@ const std::vector<key_case>& every_key() {
       {"kv.num_pages", "1000", [](const auto& c) { return c.engine.num_pages == 1000; }},
       {"kv.memory_mb", "1024", [](const auto& c) { return c.engine.kv_memory_mb == 1024; }},
       {"kv.watermark_pages", "4", [](const auto& c) { return c.engine.watermark_pages == 4; }},
+      {"kv.dtype", "fp8", [](const auto& c) { return c.engine.kv_dtype == "fp8"; }},
+      {"kv.window_release", "false", [](const auto& c) { return !c.engine.window_release; }},
       {"prefix_cache.enabled", "false", [](const auto& c) { return !c.engine.prefix_cache; }},
       {"prefix_cache.max_pinned_fraction", "0.25", [](const auto& c) { return c.engine.max_pinned_fraction == 0.25; }},
       {"server.host", "0.0.0.0", [](const auto& c) { return c.server.host == "0.0.0.0"; }},

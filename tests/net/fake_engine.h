@@ -98,16 +98,6 @@ class fake_engine final : public engine_port {
     std::lock_guard lock(mutex_);
     return active_.size();
   }
-  // Waits until `done()` holds (checked every millisecond) or `limit` passes.
-  static bool eventually(const std::function<bool()>& done,
-                         std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-    const auto end = clock::now() + limit;
-    while (!done()) {
-      if (clock::now() > end) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return true;
-  }
 
  private:
   struct active {

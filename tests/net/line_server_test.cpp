@@ -18,6 +18,7 @@
 #include "net/log.h"
 #include "net/serving_metrics.h"
 #include "tests/net/fake_engine.h"
+#include "tests/net/replies.h"
 #include "tests/net/test_client.h"
 
 using namespace kvactor;
@@ -87,57 +88,6 @@ struct server_fixture {
   uint16_t port = 0;
   std::atomic<bool> stopped = false;
 };
-
-json::object parse(const std::optional<std::string>& line) {
-  REQUIRE(line.has_value());
-  const json::value v = json::parse(*line);
-  REQUIRE(v.is_object());
-  return v.as_object();
-}
-
-std::string id_of(const json::object& o) { return o.contains("id") ? json::serialize(o.at("id")) : "-"; }
-bool is_terminal(const json::object& o) { return o.contains("done") || o.contains("error"); }
-std::string error_code_of(const json::object& o) {
-  return o.contains("error") ? std::string(o.at("error").at("code").as_string()) : "";
-}
-
-// The replies to several requests of one connection, in arrival order.
-struct replies {
-  std::vector<json::object> lines;
-  std::map<std::string, std::vector<json::object>> by_id;
-  std::map<std::string, int> terminals;
-
-  const json::object& last(const std::string& id) const { return by_id.at(id).back(); }
-};
-
-// Reads until each of `ids` (JSON-serialized ids) has its terminal line.
-replies collect(test_client& c, const std::set<std::string>& ids, std::chrono::milliseconds limit = 10s) {
-  replies r;
-  const auto end = std::chrono::steady_clock::now() + limit;
-  auto finished = [&] {
-    return std::all_of(ids.begin(), ids.end(), [&](const std::string& id) { return r.terminals[id] > 0; });
-  };
-  while (!finished()) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
-    const auto line = c.read_line(std::max(left, 1ms));
-    REQUIRE_MESSAGE(line.has_value(), "timed out waiting for terminal lines");
-    const json::object o = parse(line);
-    const std::string id = id_of(o);
-    r.lines.push_back(o);
-    r.by_id[id].push_back(o);
-    if (is_terminal(o)) ++r.terminals[id];
-  }
-  return r;
-}
-
-// Every request got exactly one terminal line, and nothing after it.
-void check_one_terminal_each(const replies& r) {
-  for (const auto& [id, lines] : r.by_id) {
-    if (id == "-") continue; // replies to ops without an id
-    CHECK_MESSAGE(r.terminals.at(id) == 1, "request " << id);
-    CHECK_MESSAGE(is_terminal(lines.back()), "request " << id);
-  }
-}
 
 // The value of one series in the Prometheus text, e.g.
 // kvactor_requests_total{reason="overloaded"}.
@@ -391,7 +341,7 @@ TEST_CASE("server.max_connections: one more gets overloaded and is closed") {
   CHECK(metric(f.registry, "kvactor_connections_refused_total") == 1);
 
   a.reset(); // a slot frees up
-  CHECK(fake_engine::eventually([&] { return f.on_io([&] { return f.server->stats().at("connections"); }) == 1; }));
+  CHECK(eventually([&] { return f.on_io([&] { return f.server->stats().at("connections"); }) == 1; }));
   test_client later(f.port);
   CHECK(health(later));
 }
@@ -405,9 +355,9 @@ TEST_CASE("a client that stops reading is disconnected and its requests cancelle
   test_client other(f.port);
 
   // The flood fills the socket buffers, then the server's 1 MiB: cut off.
-  REQUIRE(fake_engine::eventually([&] { return f.engine.cancels().size() == 1; }, 20s));
+  REQUIRE(eventually([&] { return f.engine.cancels().size() == 1; }, 20s));
   CHECK(f.engine.cancels().front() == 1);
-  CHECK(fake_engine::eventually([&] { return f.engine.running() == 0; }));
+  CHECK(eventually([&] { return f.engine.running() == 0; }));
 
   other.send_line(R"({"id":1,"prompt":"x","max_tokens":2})");
   const replies r = collect(other, {"1"});
@@ -427,12 +377,12 @@ TEST_CASE("a client that disconnects mid-stream has each of its requests cancell
   SUBCASE("closed") { c->close(); }
   SUBCASE("reset") { c->reset(); }
 
-  REQUIRE(fake_engine::eventually([&] { return f.engine.cancels().size() == 3; }));
+  REQUIRE(eventually([&] { return f.engine.cancels().size() == 3; }));
   auto cancelled = f.engine.cancels();
   std::sort(cancelled.begin(), cancelled.end());
   CHECK(cancelled == std::vector<generation_handle>{1, 2, 3});
-  CHECK(fake_engine::eventually([&] { return f.engine.running() == 0; }));
-  CHECK(fake_engine::eventually([&] {
+  CHECK(eventually([&] { return f.engine.running() == 0; }));
+  CHECK(eventually([&] {
     return f.on_io([&] { return f.server->stats().at("connections") + f.server->stats().at("requests_in_flight"); }) == 0;
   }));
 }
@@ -504,7 +454,7 @@ TEST_CASE("graceful shutdown: requests that finish in the grace time finish, the
   plain.send_line("endless");
   plain.send_line("queued behind it");
   CHECK(plain.read_bytes(3) == "t0 ");
-  CHECK(fake_engine::eventually([&] { return f.engine.running() == 5; }));
+  CHECK(eventually([&] { return f.engine.running() == 5; }));
 
   f.begin_shutdown();
   c.send_line(R"({"id":"late","prompt":"x"})");
@@ -530,7 +480,7 @@ TEST_CASE("graceful shutdown: requests that finish in the grace time finish, the
 
   CHECK(c.closed_by_server());
   CHECK(plain.closed_by_server());
-  CHECK(fake_engine::eventually([&] { return f.stopped.load(); }));
+  CHECK(eventually([&] { return f.stopped.load(); }));
   CHECK_THROWS(test_client(f.port)); // no longer listening
   CHECK(f.engine.running() == 0);
 }

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace kvactor::net::testing {
 
@@ -135,5 +137,16 @@ class test_client {
   std::string buffer_;
   bool eof_ = false;
 };
+
+// Waits until `done()` holds (checked every few milliseconds) or `limit`
+// passes; whether it held.
+inline bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
 
 } // namespace kvactor::net::testing
