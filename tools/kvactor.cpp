@@ -21,7 +21,7 @@
 #include "runtime/kv_profile.h"
 #include "runtime/model_loader.h"
 #include "runtime/tokenizer.h"
-#include "tools/png_plot.h"
+#include "tools/plot/chart.h"
 
 namespace {
 
@@ -292,27 +292,28 @@ int cmd_profile(const options& o) {
               " backend; peak during run: over prefill and decode; both less the memory before the backend)\n",
               meter.name().c_str());
 
-  tools::plot_spec plot;
   auto name = std::filesystem::path(dir).lexically_normal();
   if (name.filename().empty()) name = name.parent_path(); // "models/x/"
-  plot.title = "KV cache memory: " + name.filename().string() + ", " + dt + ", batch " + std::to_string(po.batch);
-  plot.x_label = "sequence length (tokens)";
-  plot.y_label = "bytes";
-  plot.y_bytes = true;
-  // The formula's thin line over the measured ones: where they agree, both show.
-  tools::plot_series formula{"formula", 0x1f77b4, {}, {}, true, 1},
-      allocated{"allocated (pages)", 0x2ca02c, {}, {}, false}, resident{"resident after allocation", 0xff7f0e, {}, {}, true, 7},
-      peak{"peak during run", 0xd62728, {}, {}, true};
+  plot::chart chart;
+  chart.title = "KV cache memory: " + name.filename().string() + ", " + dt + ", batch " + std::to_string(po.batch);
+  chart.x_label = "sequence length (tokens)";
+  chart.y_label = "bytes";
+  chart.log_x = chart.log_y = chart.y_bytes = true;
+  plot::series resident{"resident after allocation"}, peak{"peak during run"}, formula{"formula"},
+      allocated{"allocated (pages)"};
+  allocated.dots = true;
   for (const auto& r : rows) {
-    for (auto* s : {&formula, &allocated, &resident, &peak}) s->x.push_back(r.seq_len);
-    formula.y.push_back(double(r.formula_bytes + r.formula_scale_bytes));
-    allocated.y.push_back(double(r.allocated_bytes + r.allocated_scale_bytes));
-    resident.y.push_back(double(r.resident_after_alloc));
-    peak.y.push_back(double(r.peak_during_run));
+    const double x = r.seq_len;
+    resident.points.emplace_back(x, double(r.resident_after_alloc));
+    peak.points.emplace_back(x, double(r.peak_during_run));
+    formula.points.emplace_back(x, double(r.formula_bytes + r.formula_scale_bytes));
+    allocated.points.emplace_back(x, double(r.allocated_bytes + r.allocated_scale_bytes));
   }
-  plot.series = {resident, peak, formula, allocated}; // the formula's line and markers on top
+  chart.lines = {resident, peak, formula, allocated}; // the formula and allocation drawn last, on top
+  plot::canvas canvas(900, 560);
+  plot::draw_chart(canvas, {0, 8, canvas.width() - 8, canvas.height() - 8}, chart);
   const std::string png = o.str("--png", "kv_profile.png");
-  tools::write_file(png, tools::render_log_plot_png(plot));
+  canvas.save_png(png);
   std::printf("plot: %s\n", png.c_str());
   return 0;
 }

@@ -4,10 +4,11 @@
 #include <string>
 #include <vector>
 
-#include "tools/bench/chart.h"
+#include "tools/plot/chart.h"
 #include "tools/bench/options.h"
 
 using namespace kvactor::bench;
+using namespace kvactor::plot;
 
 TEST_CASE("a single run: defaults, then every option") {
   const auto d = parse_options({"--scenario", "fixed"});

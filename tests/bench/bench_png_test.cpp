@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "tools/bench/canvas.h"
-#include "tools/bench/png_writer.h"
+#include "tools/plot/canvas.h"
+#include "tools/plot/png_writer.h"
 
-using namespace kvactor::bench;
+using namespace kvactor::plot;
 
 namespace {
 

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "tools/bench/chart.h"
+#include "tools/plot/chart.h"
 
 namespace kvactor::bench {
+
+using namespace kvactor::plot;
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <string_view>
 #include <vector>
 
-#include "tools/bench/png_writer.h"
+#include "tools/plot/png_writer.h"
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 // Palette indices.
 enum class colour : uint8_t { white, black, grid, text, blue, orange, green, red, purple, brown };
@@ -47,4 +47,4 @@ class canvas {
   std::vector<uint8_t> pixels_; // [height, width] palette indices
 };
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

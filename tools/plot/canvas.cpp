@@ -1,11 +1,11 @@
-#include "tools/bench/canvas.h"
+#include "tools/plot/canvas.h"
 
 #include <algorithm>
 #include <cstdlib>
 
-#include "tools/bench/font5x7.h"
+#include "tools/plot/font5x7.h"
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 namespace {
 
@@ -90,4 +90,4 @@ int canvas::text_height(int scale) { return glyph_height * scale; }
 
 void canvas::save_png(const std::string& path) const { write_png(path, width_, height_, pixels_, palette); }
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

@@ -1,10 +1,10 @@
-#include "tools/bench/chart.h"
+#include "tools/plot/chart.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 namespace {
 
@@ -51,6 +51,42 @@ bool clip_segment(double& x0, double& y0, double& x1, double& y1, double left, d
   return true;
 }
 
+// Where values land on one axis, linear from 0 or logarithmic.
+struct axis {
+  std::vector<double> ticks;
+  bool log = false;
+  double lo = 0, hi = 1; // the ends, in axis units (log10 of the value when log)
+
+  double fraction(double v) const { return ((log ? std::log10(v) : v) - lo) / (hi - lo); }
+  double step() const { return ticks.size() > 1 ? ticks[1] - ticks[0] : 1; }
+};
+
+axis make_axis(double data_min_positive, double data_max, std::optional<double> fixed_max, bool log) {
+  axis a;
+  a.log = log;
+  if (!log) {
+    a.ticks = nice_ticks(fixed_max.value_or(data_max));
+    a.hi = a.ticks.back();
+    return a;
+  }
+  const double top = fixed_max.value_or(data_max);
+  const int first = int(std::floor(std::log10(data_min_positive > 0 ? data_min_positive : 1)));
+  const int last = std::max(first + 1, int(std::ceil(std::log10(top > 0 ? top : 10))));
+  for (int e = first; e <= last; ++e) a.ticks.push_back(std::pow(10.0, e));
+  a.lo = first;
+  a.hi = last;
+  return a;
+}
+
+std::string byte_label(double v) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (v >= 1000 && u < 4) v /= 1000, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g %s", v, units[u]);
+  return buf;
+}
+
 } // namespace
 
 std::vector<double> nice_ticks(double hi, int count) {
@@ -89,29 +125,31 @@ void draw_chart(canvas& c, const box& area, const chart& spec) {
   top += canvas::text_height() + 8;
   const box plot = {area.x0 + margin_left, top, area.x1 - margin_right, area.y1 - margin_bottom};
 
-  double x_data = 0, y_data = 0;
+  auto drawn = [&](double x, double y) { return (!spec.log_x || x > 0) && (!spec.log_y || y > 0); };
+  double x_data = 0, y_data = 0, x_min = 0, y_min = 0;
   for (const auto& s : spec.lines)
     for (const auto& [x, y] : s.points) {
+      if (!drawn(x, y)) continue;
       x_data = std::max(x_data, x);
       y_data = std::max(y_data, y);
+      x_min = x_min > 0 ? std::min(x_min, x) : x;
+      y_min = y_min > 0 ? std::min(y_min, y) : y;
     }
-  const auto x_ticks = nice_ticks(spec.x_max.value_or(x_data));
-  const auto y_ticks = nice_ticks(spec.y_max.value_or(y_data));
-  const double x_end = x_ticks.back(), y_end = y_ticks.back();
-  const double x_step = x_ticks.size() > 1 ? x_ticks[1] : 1, y_step = y_ticks.size() > 1 ? y_ticks[1] : 1;
-  auto px = [&](double x) { return plot.x0 + x / x_end * (plot.x1 - plot.x0); };
-  auto py = [&](double y) { return plot.y1 - y / y_end * (plot.y1 - plot.y0); };
+  const axis xa = make_axis(x_min, x_data, spec.x_max, spec.log_x);
+  const axis ya = make_axis(y_min, y_data, spec.y_max, spec.log_y);
+  auto px = [&](double x) { return plot.x0 + xa.fraction(x) * (plot.x1 - plot.x0); };
+  auto py = [&](double y) { return plot.y1 - ya.fraction(y) * (plot.y1 - plot.y0); };
 
-  for (double t : x_ticks) {
+  for (double t : xa.ticks) {
     const int x = int(std::lround(px(t)));
     c.line(x, plot.y0, x, plot.y1, colour::grid);
-    const std::string label = tick_label(t, x_step);
+    const std::string label = tick_label(t, xa.log ? t : xa.step());
     c.text(x - canvas::text_width(label) / 2, plot.y1 + 6, label, colour::text);
   }
-  for (double t : y_ticks) {
+  for (double t : ya.ticks) {
     const int y = int(std::lround(py(t)));
     c.line(plot.x0, y, plot.x1, y, colour::grid);
-    const std::string label = tick_label(t, y_step);
+    const std::string label = spec.y_bytes ? byte_label(t) : tick_label(t, ya.log ? t : ya.step());
     c.text(plot.x0 - 6 - canvas::text_width(label), y - canvas::text_height() / 2, label, colour::text);
   }
   c.line(plot.x0, plot.y0, plot.x0, plot.y1, colour::black);
@@ -127,17 +165,19 @@ void draw_chart(canvas& c, const box& area, const chart& spec) {
     const auto& s = spec.lines[i];
     const colour col = series_colours[i % std::size(series_colours)];
     for (size_t k = 1; k < s.points.size(); ++k) {
-      const double xa = px(s.points[k - 1].first), ya = py(s.points[k - 1].second);
-      const double xb = px(s.points[k].first), yb = py(s.points[k].second);
+      const auto [x0, y0] = s.points[k - 1];
+      const auto [x1, y1] = s.points[k];
+      if (!drawn(x0, y0) || !drawn(x1, y1)) continue;
       if (s.steps) {
-        segment(xa, ya, xb, ya, col);
-        segment(xb, ya, xb, yb, col);
+        segment(px(x0), py(y0), px(x1), py(y0), col);
+        segment(px(x1), py(y0), px(x1), py(y1), col);
       } else {
-        segment(xa, ya, xb, yb, col);
+        segment(px(x0), py(y0), px(x1), py(y1), col);
       }
     }
     if (s.dots)
       for (const auto& [x, y] : s.points) {
+        if (!drawn(x, y)) continue;
         const int cx = int(std::lround(px(x))), cy = int(std::lround(py(y)));
         c.fill_rect(cx - 3, cy - 3, cx + 3, cy + 3, col);
       }
@@ -146,10 +186,11 @@ void draw_chart(canvas& c, const box& area, const chart& spec) {
   // Dot labels may reach into the margins.
   for (const auto& s : spec.lines)
     for (size_t k = 0; k < s.dot_labels.size() && k < s.points.size(); ++k) {
+      if (!drawn(s.points[k].first, s.points[k].second)) continue;
       const int cx = int(std::lround(px(s.points[k].first))), cy = int(std::lround(py(s.points[k].second)));
       if (cx >= plot.x0 && cx <= plot.x1 && cy >= plot.y0 && cy <= plot.y1)
         c.text(cx + 6, cy - canvas::text_height() - 2, s.dot_labels[k], colour::text);
     }
 }
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

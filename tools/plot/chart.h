@@ -6,9 +6,9 @@
 #include <utility>
 #include <vector>
 
-#include "tools/bench/canvas.h"
+#include "tools/plot/canvas.h"
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 struct series {
   std::string label;
@@ -23,6 +23,9 @@ struct chart {
   std::vector<series> lines;
   std::optional<double> x_max, y_max; // fixed ends of the axes; otherwise the data's
   std::string note;                   // a line under the title, e.g. what was clipped
+  // Logarithmic axes have ticks at powers of ten and skip points <= 0.
+  bool log_x = false, log_y = false;
+  bool y_bytes = false; // y tick labels as B, KB, MB, GB (powers of 1000)
 };
 
 struct box {
@@ -36,4 +39,4 @@ std::string tick_label(double value, double step);
 
 void draw_chart(canvas& c, const box& area, const chart& spec);
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

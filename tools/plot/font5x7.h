@@ -5,7 +5,7 @@
 #include <array>
 #include <cstdint>
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 inline constexpr int glyph_width = 5;
 inline constexpr int glyph_height = 8; // 7 rows and a descender row
@@ -109,4 +109,4 @@ inline constexpr std::array<std::array<uint8_t, 5>, 95> font5x7 = {{
     {0x08, 0x04, 0x08, 0x10, 0x08}, // ~
 }};
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

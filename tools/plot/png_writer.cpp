@@ -1,4 +1,4 @@
-#include "tools/bench/png_writer.h"
+#include "tools/plot/png_writer.h"
 
 #include <algorithm>
 #include <fstream>
@@ -6,7 +6,7 @@
 
 #include "runtime/error.h"
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 namespace {
 
@@ -113,4 +113,4 @@ void write_png(const std::string& path, int width, int height, std::span<const u
   if (!f) throw load_error(path, "cannot write the PNG file");
 }
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot

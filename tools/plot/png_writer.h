@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace kvactor::bench {
+namespace kvactor::plot {
 
 struct rgb {
   uint8_t r = 0, g = 0, b = 0;
@@ -34,4 +34,4 @@ std::vector<uint8_t> encode_png(int width, int height, std::span<const uint8_t> 
 void write_png(const std::string& path, int width, int height, std::span<const uint8_t> pixels,
                std::span<const rgb> palette);
 
-} // namespace kvactor::bench
+} // namespace kvactor::plot
