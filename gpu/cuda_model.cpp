@@ -5,7 +5,7 @@
 #include "gpu/cuda_check.h"
 #include "gpu/paged_attention.h"
 #include "gpu/rms_norm.h"
-#include "gpu/rope.h"
+#include "runtime/rope.h"
 #include "runtime/error.h"
 
 namespace kvactor {
@@ -32,7 +32,7 @@ cuda_model::cuda_model(model_config config, int32_t num_pages, int32_t page_size
   if (c.sliding_window > 0 && int32_t(c.layer_sliding.size()) != c.num_layers)
     fail("layer_sliding has " + std::to_string(c.layer_sliding.size()) + " entries for " +
          std::to_string(c.num_layers) + " layers");
-  const std::vector<double> inv_freq = gpu::rope_inv_freq(c);
+  const std::vector<double> inv_freq = rope_inv_freq(c);
 
   // The general attention kernel (any group size) must fit in shared memory.
   const int32_t group = c.num_heads / c.num_kv_heads;

@@ -3,11 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 #include <string>
 
 #include "runtime/error.h"
 #include "runtime/page_pool.h"
+#include "runtime/rope.h"
+#include "runtime/safetensors.h"
 #include "runtime/sliding_window.h"
 
 // x86-64 builds carry an AVX2+FMA copy of the hot loops next to the baseline
@@ -308,44 +309,13 @@ void attend_dequantized(const attention_args& a, int64_t token, int32_t kv_head,
     std::memcpy(a.out + q_row + int64_t(g) * hd, acc + size_t(g) * hd, hd * sizeof(float));
 }
 
-// ---- rope -----------------------------------------------------------------
-
-// inv_freq[i] = theta^(-2i/d), rescaled for "llama3" as transformers'
-// _compute_llama3_parameters does.
-std::vector<double> rope_inv_freq(const model_config& c) {
-  const int32_t half = c.head_dim / 2;
-  std::vector<double> inv(half);
-  for (int32_t i = 0; i < half; ++i) inv[i] = std::pow(double(c.rope.theta), -2.0 * i / c.head_dim);
-  if (c.rope.type == "default") return inv;
-  if (c.rope.type != "llama3") throw error("cpu_backend: unsupported rope type \"" + c.rope.type + "\"");
-  const double factor = c.rope.factor, low = c.rope.low_freq_factor, high = c.rope.high_freq_factor;
-  const double old_len = c.rope.original_max_position_embeddings;
-  const double low_wavelen = old_len / low, high_wavelen = old_len / high;
-  for (double& f : inv) {
-    const double wavelen = 2 * std::numbers::pi / f;
-    if (wavelen > low_wavelen) {
-      f /= factor;
-    } else if (wavelen >= high_wavelen) {
-      const double smooth = (old_len / wavelen - low) / (high - low);
-      f = (1 - smooth) * f / factor + smooth * f;
-    }
-  }
-  return inv;
-}
-
 // ---- weight checks ----------------------------------------------------------
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 void check_tensor(const tensor_f32& t, const std::vector<int64_t>& shape, const std::string& name) {
   if (t.empty()) throw error("cpu_backend: weight " + name + " is missing");
   if (t.shape != shape)
-    throw error("cpu_backend: weight " + name + " has shape " + shape_text(t.shape) + ", expected " +
-                shape_text(shape));
+    throw error("cpu_backend: weight " + name + " has shape " + shape_string(t.shape) + ", expected " +
+                shape_string(shape));
 }
 
 void check_weights(const model_config& c, const model_weights& w) {

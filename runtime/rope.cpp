@@ -1,18 +1,18 @@
-#include "gpu/rope.h"
+#include "runtime/rope.h"
 
 #include <cmath>
 #include <numbers>
 
 #include "runtime/error.h"
 
-namespace kvactor::gpu {
+namespace kvactor {
 
 std::vector<double> rope_inv_freq(const model_config& c) {
   const int32_t half = c.head_dim / 2;
   std::vector<double> inv(static_cast<size_t>(half));
   for (int32_t i = 0; i < half; ++i) inv[size_t(i)] = std::pow(double(c.rope.theta), -2.0 * i / c.head_dim);
   if (c.rope.type == "default") return inv;
-  if (c.rope.type != "llama3") throw error("cuda_backend: unsupported rope type \"" + c.rope.type + "\"");
+  if (c.rope.type != "llama3") throw error("unsupported rope type \"" + c.rope.type + "\"");
   const double factor = c.rope.factor, low = c.rope.low_freq_factor, high = c.rope.high_freq_factor;
   const double old_len = c.rope.original_max_position_embeddings;
   const double low_wavelen = old_len / low, high_wavelen = old_len / high;
@@ -28,4 +28,4 @@ std::vector<double> rope_inv_freq(const model_config& c) {
   return inv;
 }
 
-} // namespace kvactor::gpu
+} // namespace kvactor
