@@ -51,8 +51,6 @@ sequence_scan scan_sequence(std::string_view bytes, size_t at) {
   return {need, true};
 }
 
-constexpr std::string_view replacement_character = "\xEF\xBF\xBD";
-
 // PCRE2's JIT runs on a stack of its own; the default 32 KiB can be too small
 // for long runs of whitespace, so each thread gets a growable one.
 struct jit_context {

@@ -14,6 +14,9 @@ struct pcre2_real_code_8;
 
 namespace kvactor::unicode {
 
+// U+FFFD, which stands for bytes that are not valid UTF-8.
+inline constexpr std::string_view replacement_character = "\xEF\xBF\xBD";
+
 // Byte offset of the first ill-formed UTF-8 sequence in `bytes`, or npos.
 size_t find_invalid_utf8(std::string_view bytes);
 
