@@ -76,8 +76,15 @@ backend_factory null_backend_factory(int32_t vocab_size) {
 engine_actor spawn_engine(caf::actor_system& sys, const engine_config& c, engine_hooks hooks) {
   check_config(c, bool(hooks.make_backend));
   const std::string dir = c.model_dir.empty() ? default_model_dir() : c.model_dir;
-  const loaded_model model = c.dummy_weights ? make_dummy_model(load_model_dir_config(dir), c.dummy_seed)
-                                             : load_model(dir);
+  // A device backend reads (or draws) its weights itself: only the CPU ones
+  // are loaded here, as fp32.
+  loaded_model model;
+  if (c.device != "cpu") {
+    model.config = load_model_dir_config(dir);
+    if (!c.dummy_weights) model.dir = dir;
+  } else {
+    model = c.dummy_weights ? make_dummy_model(load_model_dir_config(dir), c.dummy_seed) : load_model(dir);
+  }
   auto tok = std::make_shared<const tokenizer>(tokenizer::from_file(dir + "/tokenizer.json"));
 
   // -- device ---------------------------------------------------------------------
@@ -111,8 +118,19 @@ engine_actor spawn_engine(caf::actor_system& sys, const engine_config& c, engine
       c.window_release && device->model->accepts_released_pages() ? reclaimable_window(model.config) : 0;
   kv_cache_options ko{num_pages, c.page_size, c.watermark_pages, c.prefix_cache, c.max_pinned_fraction, window};
   auto kv = sys.spawn(kv_cache, ko);
+  // Each executor after the first gets a stream of its own where the
+  // backend has streams; otherwise all take turns on the one backend.
   std::vector<executor_actor> executors;
-  for (int32_t i = 0; i < c.streams; ++i) executors.push_back(sys.spawn<caf::detached>(executor, device));
+  for (int32_t i = 0; i < c.streams; ++i) {
+    std::shared_ptr<device_slot> slot = device;
+    if (i > 0) {
+      if (auto stream = device->model->make_stream()) {
+        slot = std::make_shared<device_slot>();
+        slot->model = std::move(stream);
+      }
+    }
+    executors.push_back(sys.spawn<caf::detached>(executor, std::move(slot)));
+  }
   scheduler_options so;
   so.budget = step_budget{c.page_size, c.max_batch_tokens, c.max_seqs, c.prefill_chunk};
   so.num_pages = num_pages;

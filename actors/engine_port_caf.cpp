@@ -36,6 +36,17 @@ class timed_backend final : public backend {
     on_step_(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   bool accepts_released_pages() const override { return inner_->accepts_released_pages(); }
+  bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (!inner_->forward_and_sample(batch, params, counters, tokens)) return false;
+    on_step_(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return true;
+  }
+  std::shared_ptr<backend> make_stream() override {
+    auto stream = inner_->make_stream();
+    return stream ? std::make_shared<timed_backend>(std::move(stream), on_step_) : nullptr;
+  }
 
  private:
   std::shared_ptr<backend> inner_;
@@ -159,14 +170,16 @@ port_sink_actor::behavior_type port_sink(sink_ptr self, engine_actor engine, gen
 } // namespace
 
 caf_engine_port::caf_engine_port(caf::actor_system& sys, const engine_config& config,
-                                 std::function<void(double seconds)> on_step)
+                                 std::function<void(double seconds)> on_step, backend_factory make_backend)
     : sys_(sys), models_(describe_model(config)), sinks_(std::make_shared<sink_table>()) {
   engine_hooks hooks;
-  // Only the CPU backend is timed: another device keeps spawn_engine's own
-  // check that it has a backend for it.
-  if (on_step && config.device == "cpu") {
-    hooks.make_backend = [inner = cpu_backend_factory(), on_step](const loaded_model& m, int32_t num_pages,
-                                                                    const engine_config& c) -> std::shared_ptr<backend> {
+  hooks.make_backend = std::move(make_backend);
+  // A device without a factory is not timed: it keeps spawn_engine's own
+  // check that it has a backend.
+  if (on_step && (hooks.make_backend || config.device == "cpu")) {
+    auto inner = hooks.make_backend ? std::move(hooks.make_backend) : cpu_backend_factory();
+    hooks.make_backend = [inner = std::move(inner), on_step](const loaded_model& m, int32_t num_pages,
+                                                             const engine_config& c) -> std::shared_ptr<backend> {
       return std::make_shared<timed_backend>(inner(m, num_pages, c), on_step);
     };
   }

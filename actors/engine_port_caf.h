@@ -18,9 +18,10 @@ class caf_engine_port final : public net::engine_port {
  public:
   // Spawns the engine in `sys`; throws as spawn_engine does. `on_step`, when
   // set, is called with the duration in seconds of every forward pass, from
-  // the executor's thread (CPU backend only).
+  // the executor's thread. `make_backend`: the backend factory of
+  // config.device (empty: the CPU's).
   caf_engine_port(caf::actor_system& sys, const engine_config& config,
-                  std::function<void(double seconds)> on_step = {});
+                  std::function<void(double seconds)> on_step = {}, backend_factory make_backend = {});
   // Stops the engine. Requests still running end without their on_done:
   // stop the line server first.
   ~caf_engine_port() override;

@@ -1,8 +1,28 @@
 #include "actors/executor_actor.h"
 
+#include <algorithm>
 #include <exception>
 
 namespace kvactor {
+
+namespace {
+
+// Runs `step` through the backend's own sampling; false when a row needs
+// its history or the backend cannot sample (nothing has run then).
+bool sample_on_backend(executor_state& st, const engine_step& step, std::vector<int32_t>& tokens) {
+  if (std::any_of(step.rows.begin(), step.rows.end(),
+                  [](const step_row& r) { return r.sampling.repetition_penalty != 1.0f; }))
+    return false;
+  st.params.clear();
+  st.counters.clear();
+  for (const step_row& r : step.rows) {
+    st.params.push_back(r.sampling);
+    st.counters.push_back(r.counter);
+  }
+  return st.device->model->forward_and_sample(step.batch, st.params, st.counters, tokens);
+}
+
+} // namespace
 
 executor_actor::behavior_type executor(executor_actor::stateful_pointer<executor_state> self,
                                        std::shared_ptr<device_slot> device) {
@@ -12,11 +32,13 @@ executor_actor::behavior_type executor(executor_actor::stateful_pointer<executor
       auto& st = self->state;
       step_result result{step->id, {}, {}};
       try {
+        bool sampled = false;
         {
           std::lock_guard<std::mutex> turn(st.device->forward_turn);
-          st.device->model->forward(step->batch, st.logits);
+          sampled = sample_on_backend(st, *step, result.tokens);
+          if (!sampled) st.device->model->forward(step->batch, st.logits);
         }
-        result.tokens = sample_step(*step, st.logits, st.device->model->config().vocab_size);
+        if (!sampled) result.tokens = sample_step(*step, st.logits, st.device->model->config().vocab_size);
       } catch (const std::exception& e) {
         result.error = e.what();
       }

@@ -2,16 +2,20 @@
 // An executor: runs steps on one stream of a device and answers the sampled
 // tokens. Spawn it detached: a forward pass blocks its thread.
 //
-// Executors of one device share its backend, and with it the KV memory the
-// KV cache actor hands out pages of. backend::forward is not reentrant, so
-// they take turns on it; sampling runs outside the turn, which is what lets
-// one step's CPU work overlap another's forward pass.
+// Executors of one device share its KV memory, which the KV cache actor
+// hands out pages of. A backend that can run several steps at once (a
+// device with streams, backend::make_stream) gives each executor a slot of
+// its own; otherwise they share one slot and take turns on its forward(),
+// sampling outside the turn, which lets one step's CPU work overlap
+// another's forward pass.
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "actors/messages.h"
 #include "runtime/backend.h"
+#include "runtime/sampler.h"
 
 namespace kvactor {
 
@@ -23,11 +27,15 @@ struct device_slot {
 struct executor_state {
   static inline const char* name = "kvactor.executor";
   std::shared_ptr<device_slot> device;
-  std::vector<float> logits; // [rows, vocab], reused
+  std::vector<float> logits;              // [rows, vocab], reused
+  std::vector<sampling_params> params;    // [rows], for sampling on the device
+  std::vector<uint64_t> counters;         // [rows]
 };
 
-// A step that throws (bad input, device error) is answered with the error;
-// the executor keeps serving.
+// Steps whose rows need no history (no repetition penalty) are sampled by
+// the backend where it can (backend::forward_and_sample), others on the
+// host from the logits. A step that throws (bad input, device error) is
+// answered with the error; the executor keeps serving.
 executor_actor::behavior_type executor(executor_actor::stateful_pointer<executor_state> self,
                                        std::shared_ptr<device_slot> device);
 

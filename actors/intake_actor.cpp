@@ -24,6 +24,20 @@ void fail(self_ptr self, const output_actor& out, uint64_t id, error_code code, 
                                     std::chrono::steady_clock::now()});
 }
 
+// A request for no tokens ends as soon as its prompt is counted: nothing
+// runs, and it finishes with reason length.
+void finish_empty(self_ptr self, const output_actor& out, uint64_t id, int32_t prompt_tokens) {
+  seq_event e;
+  e.what = seq_event::kind::finished;
+  e.id = id;
+  e.reason = finish_reason::length;
+  e.usage.prompt_tokens = prompt_tokens;
+  self->send(out, e);
+  if (self->state.observer)
+    self->state.observer(life_event{id, life_stage::finished, 0, 0, e.reason, error_code::none,
+                                    std::chrono::steady_clock::now()});
+}
+
 // Prompt tokens are known: check the length and hand over to the scheduler.
 void submit(self_ptr self, const output_actor& out, uint64_t id, const generate_request& r,
             std::vector<int32_t> user_tokens) {
@@ -42,6 +56,7 @@ void submit(self_ptr self, const output_actor& out, uint64_t id, const generate_
   if (prompt->empty()) return fail(self, out, id, error_code::bad_request, "the prompt encodes to no tokens");
   if (auto problem = check_prompt_length(prompt->size(), o.limits))
     return fail(self, out, id, problem->code, problem->message);
+  if (r.max_tokens == 0) return finish_empty(self, out, id, int32_t(prompt->size()));
 
   seq_params p;
   p.id = id;

@@ -70,6 +70,10 @@ output_actor::behavior_type output(output_actor::stateful_pointer<output_state> 
         if (!rest.empty()) self->send(st.sink, token_delta{st.id, std::move(rest), {}});
       }
       self->send(st.sink, generation_done{st.id, make_result(st, e)});
+      // NOTE: a monitor stays attached to the scheduler after this actor
+      // quits, and keeps this actor's memory alive with it: every request
+      // would leave about a kilobyte behind until the engine stops.
+      self->demonitor(st.scheduler.address());
       self->quit();
     },
   };

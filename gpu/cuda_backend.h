@@ -1,9 +1,10 @@
 #pragma once
 // The CUDA backend: a Llama-family forward pass on one GPU (built for Hopper,
-// sm_90a), as the engine's `backend`. It owns a cuda_model (weights and the
-// paged KV cache) and one cuda_executor on a stream of its own; engines that
-// run several streams share the model among executors instead
-// (gpu/cuda_executor.h). forward() returns once the logits are on the host.
+// sm_90a), as the engine's `backend`. It shares a cuda_model (weights and
+// the paged KV cache) and owns one cuda_executor on a stream of its own;
+// make_stream() gives another backend over the same model on another stream,
+// for the engine's next executor. forward() returns once the logits are on
+// the host; forward_and_sample() once the tokens are.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -34,14 +35,21 @@ class cuda_backend final : public backend {
   const kv_layout& layout() const override { return model_->layout(); }
   void forward(const forward_batch& batch, std::vector<float>& logits) override;
   // cuda_executor::forward_and_sample: only token ids cross to the host.
-  void forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
-                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens);
+  // Always true; a row with a repetition penalty throws kvactor::error.
+  bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens) override;
+  // A cuda_backend over the same model on a new stream, with this one's
+  // options and, when they use graphs, its decode graphs captured
+  // (cuda_executor::capture_decode_graphs).
+  // note: call before the KV cache holds anything.
+  std::shared_ptr<backend> make_stream() override;
 
   const std::shared_ptr<cuda_model>& model() const { return model_; }
   cuda_executor& executor() { return executor_; }
 
  private:
   std::shared_ptr<cuda_model> model_;
+  cuda_executor_options options_;
   cuda_executor executor_;
 };
 

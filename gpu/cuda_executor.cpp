@@ -73,7 +73,7 @@ struct cuda_executor::state {
 
   std::shared_ptr<cuda_model> model;
   const model_config& config;
-  const kv_layout layout;
+  const kv_layout& layout; // the model's: its page count is set once the KV cache is made
   const cuda_executor_options options;
   std::unique_ptr<gpu::cuda_stream> own_stream;
   cudaStream_t stream;
@@ -154,7 +154,6 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
     }
     partial_out = device_buffer<float>(out_elems);
     partial_ml = device_buffer<float>(ml_elems);
-    reserve_decode_meta(gpu::decode_plan_header(max_decode_rows) + size_t(layout.num_pages) + size_t(max_decode_rows));
   }
   reserve_tokens(std::max<int64_t>(options.max_batch_tokens, max_decode_rows));
   reserve_rows(std::max<int64_t>(max_decode_rows, 1));
@@ -320,6 +319,7 @@ void cuda_executor::state::launch_step(output out, const int32_t* meta) {
 }
 
 void cuda_executor::state::build(const forward_batch& batch, std::span<const gpu::sample_row> rows) {
+  if (layout.num_pages == 0) throw error("cuda_executor: the model has no KV cache yet (cuda_model::allocate_kv)");
   const int32_t seqs = int32_t(batch.seqs.size());
   if (max_decode_rows > 0 && gpu::is_decode_batch(batch) && seqs <= options.max_decode_batch)
     gpu::build_decode_plan(batch, config.vocab_size, layout, bucket_for(seqs), max_decode_rows, plan, rows);
@@ -332,7 +332,11 @@ void cuda_executor::state::run(output out) {
   const bool decode = p.decode_rows > 0;
   reserve_tokens(p.num_tokens);
   reserve_rows(p.num_logits);
-  if (decode) reserve_decode_meta(p.data.size());
+  // Room for every page of the cache at once, so that graphs survive
+  // longer page tables; more only when shared pages are listed repeatedly.
+  if (decode)
+    reserve_decode_meta(std::max(p.data.size(), gpu::decode_plan_header(max_decode_rows) +
+                                                    size_t(layout.num_pages) + size_t(max_decode_rows)));
   if (p.data.size() > meta_host.size()) meta_host = pinned_buffer<int32_t>(p.data.size());
   if (!decode && p.data.size() > meta.size()) meta = device_buffer<int32_t>(p.data.size());
   device_buffer<int32_t>& target = decode ? decode_meta : meta;
@@ -368,6 +372,25 @@ const cuda_model& cuda_executor::model() const { return *state_->model; }
 cudaStream_t cuda_executor::stream() const { return state_->stream; }
 
 size_t cuda_executor::graphs_captured() const { return state_->graphs.size(); }
+
+void cuda_executor::capture_decode_graphs() {
+  const state& s = *state_;
+  const int32_t pages = s.layout.num_pages;
+  forward_batch batch;
+  std::vector<sampling_params> params;
+  std::vector<uint64_t> counters;
+  std::vector<int32_t> tokens;
+  sampling_params greedy;
+  greedy.temperature = 0;
+  for (int32_t bucket = 1; bucket <= s.max_decode_rows; bucket *= 2) {
+    const int32_t seqs = std::min(bucket, s.options.max_decode_batch);
+    batch.seqs.clear();
+    for (int32_t r = 0; r < seqs; ++r) batch.seqs.push_back({{0}, 0, {pages > 0 ? r % pages : 0}, true});
+    params.assign(size_t(seqs), greedy);
+    counters.assign(size_t(seqs), 0);
+    forward_and_sample(batch, params, counters, tokens);
+  }
+}
 
 void cuda_executor::forward(const forward_batch& batch, std::vector<float>& logits) {
   state& s = *state_;

@@ -64,6 +64,13 @@ class cuda_executor {
   void forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
                           std::span<const uint64_t> counters, std::vector<int32_t>& tokens);
 
+  // Runs and captures the decode step of every bucket, sampling on the
+  // device, so that serving never waits for a capture (and the graphs'
+  // memory is taken before serving). Writes K/V at slot 0 of pages 0, 1,
+  // ... (as many as the largest bucket, modulo the cache's pages).
+  // note: call before the KV cache holds anything.
+  void capture_decode_graphs();
+
   // Graphs captured so far: one per decode bucket and kind of output.
   size_t graphs_captured() const;
 

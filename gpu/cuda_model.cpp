@@ -13,12 +13,10 @@ namespace kvactor {
 using gpu::bf16;
 using gpu::device_buffer;
 
-cuda_model::cuda_model(model_config config, int32_t num_pages, int32_t page_size) : config_(std::move(config)) {
+cuda_model::cuda_model(model_config config, int32_t page_size) : config_(std::move(config)) {
   const model_config& c = config_;
   const auto fail = [](const std::string& what) { throw error("cuda_backend: " + what); };
-  if (num_pages <= 0 || page_size <= 0)
-    fail("num_pages and page_size must be positive, got " + std::to_string(num_pages) + " and " +
-         std::to_string(page_size));
+  if (page_size <= 0) fail("page_size must be positive, got " + std::to_string(page_size));
   if (c.num_heads <= 0 || c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     fail("num_heads " + std::to_string(c.num_heads) + " is not a multiple of num_kv_heads " +
          std::to_string(c.num_kv_heads));
@@ -46,26 +44,16 @@ cuda_model::cuda_model(model_config config, int32_t num_pages, int32_t page_size
          std::to_string(c.head_dim) + " needs " + std::to_string(smem) + " bytes of shared memory, the device has " +
          std::to_string(smem_limit));
 
-  layout_ = kv_layout{c.num_layers, num_pages, page_size, c.num_kv_heads, c.head_dim};
+  layout_ = kv_layout{c.num_layers, 0, page_size, c.num_kv_heads, c.head_dim};
   inv_freq_ = device_buffer<double>(inv_freq.size());
   KVACTOR_CUDA_CHECK(
       cudaMemcpy(inv_freq_.get(), inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice));
-  const size_t kv_bytes = layout_.total_elems() * sizeof(bf16);
-  try {
-    kv_ = device_buffer<bf16>(layout_.total_elems());
-  } catch (const error& e) {
-    fail("cannot allocate the KV cache of " + std::to_string(num_pages) + " pages (" +
-         std::to_string(kv_bytes >> 20) + " MiB): " + e.what());
-  }
-  // NOTE: the cache starts as NaN: a slot read before any step wrote it
-  // poisons the logits instead of passing as zeros.
-  kv_.poison(nullptr);
-  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 cuda_model::cuda_model(model_config config, const std::vector<weight_view>& weights, int32_t num_pages,
                        int32_t page_size)
-    : cuda_model(std::move(config), num_pages, page_size) {
+    : cuda_model(std::move(config), page_size) {
+  allocate_kv(num_pages);
   weights_ = gpu::upload_weights(config_, gpu::host_tensors(weights));
   // NOTE: a copy from pageable memory may still be in flight when cudaMemcpy
   // returns, and the executors' streams do not wait for the default one.
@@ -73,16 +61,46 @@ cuda_model::cuda_model(model_config config, const std::vector<weight_view>& weig
 }
 
 cuda_model::cuda_model(model_config config, const model_weights& weights, int32_t num_pages, int32_t page_size)
-    : cuda_model(std::move(config), num_pages, page_size) {
+    : cuda_model(std::move(config), page_size) {
+  allocate_kv(num_pages);
   weights_ = gpu::upload_weights(config_, gpu::host_tensors(weights, config_));
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize()); // as above
+}
+
+cuda_model::cuda_model(model_config config, gpu::device_weights weights, int32_t page_size)
+    : cuda_model(std::move(config), page_size) {
+  weights_ = std::move(weights);
   KVACTOR_CUDA_CHECK(cudaDeviceSynchronize()); // as above
 }
 
 std::shared_ptr<cuda_model> cuda_model::random(model_config config, uint64_t seed, int32_t num_pages,
                                                int32_t page_size) {
-  std::shared_ptr<cuda_model> m(new cuda_model(std::move(config), num_pages, page_size));
+  std::shared_ptr<cuda_model> m(new cuda_model(std::move(config), page_size));
+  m->allocate_kv(num_pages);
   m->weights_ = gpu::random_weights(m->config_, seed);
   return m;
+}
+
+void cuda_model::allocate_kv(int32_t num_pages) {
+  if (!kv_.empty()) throw error("cuda_backend: the KV cache is already allocated");
+  if (num_pages <= 0) throw error("cuda_backend: num_pages must be positive, got " + std::to_string(num_pages));
+  kv_layout layout = layout_;
+  layout.num_pages = num_pages;
+  try {
+    kv_ = device_buffer<bf16>(layout.total_elems());
+  } catch (const error& e) {
+    throw error("cuda_backend: cannot allocate the KV cache of " + std::to_string(num_pages) + " pages (" +
+                std::to_string((layout.total_elems() * sizeof(bf16)) >> 20) + " MiB): " + e.what());
+  }
+  layout_ = layout;
+  // NOTE: the cache starts as NaN: a slot read before any step wrote it
+  // poisons the logits instead of passing as zeros.
+  kv_.poison(nullptr);
+  KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+size_t cuda_model::kv_page_bytes() const {
+  return size_t(layout_.num_layers) * 2 * layout_.page_elems() * sizeof(bf16);
 }
 
 size_t cuda_model::parameter_count() const {

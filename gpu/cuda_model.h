@@ -2,9 +2,11 @@
 // What the executors of one GPU share: a Llama-family model's weights (bf16
 // matrices, fp32 norms and biases) and the paged KV cache (bf16, kv_layout's
 // layout), both allocated once on the device that is current at
-// construction. Executors (gpu/cuda_executor.h), one per stream, read the
-// weights and write the KV pages of the sequences they run; the caller keeps
-// two executors from writing the same page at the same time.
+// construction (the KV cache there too, or later by allocate_kv once the
+// executors' memory is known). Executors (gpu/cuda_executor.h), one per
+// stream, read the weights and write the KV pages of the sequences they
+// run; the caller keeps two executors from writing the same page at the
+// same time.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -31,6 +33,9 @@ class cuda_model {
   // full-size shapes without a checkpoint.
   static std::shared_ptr<cuda_model> random(model_config config, uint64_t seed, int32_t num_pages,
                                             int32_t page_size);
+  // Weights already on the device, and no KV cache yet: allocate_kv() makes
+  // it once the executors' memory is known (gpu/cuda_engine.h).
+  cuda_model(model_config config, gpu::device_weights weights, int32_t page_size);
   cuda_model(const cuda_model&) = delete;
   cuda_model& operator=(const cuda_model&) = delete;
 
@@ -43,6 +48,13 @@ class cuda_model {
   const double* inv_freq() const { return inv_freq_.get(); }
   int device() const { return device_; }
 
+  // Makes the KV cache of `num_pages` pages, NaN-poisoned. Executors made
+  // before see it from their next step on.
+  // note: call once, before any step runs.
+  void allocate_kv(int32_t num_pages);
+  // Bytes of one page: its K and V in every layer.
+  size_t kv_page_bytes() const;
+
   // All parameters, the embedding table included.
   size_t parameter_count() const;
   // Bytes of the matrices one decode step reads in full: every layer's and
@@ -50,7 +62,8 @@ class cuda_model {
   size_t decode_weight_bytes() const;
 
  private:
-  cuda_model(model_config config, int32_t num_pages, int32_t page_size);
+  // Checks the config and uploads the RoPE frequencies.
+  cuda_model(model_config config, int32_t page_size);
 
   model_config config_;
   kv_layout layout_;

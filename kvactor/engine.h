@@ -29,11 +29,14 @@
 
 namespace kvactor {
 
-// Makes the backend of the device: every executor (stream) shares it, and
-// its KV memory. `num_pages` is what the configuration asks for
-// (config.num_pages, else what kv_memory_mb holds); a device backend may size
-// its cache itself. The engine uses layout().num_pages pages of
-// config.page_size tokens.
+// Makes the backend of the device: every executor (stream) shares its KV
+// memory, each on a stream of its own where backend::make_stream() gives
+// one. `num_pages` is what the configuration asks for (config.num_pages,
+// else what kv_memory_mb holds); a device backend may size its cache itself.
+// The engine uses layout().num_pages pages of config.page_size tokens. For
+// config.device "cpu" `model` holds the weights as fp32; for another device
+// only its config, and its `dir` (empty with config.dummy_weights): the
+// factory reads or draws the weights itself.
 using backend_factory =
   std::function<std::shared_ptr<backend>(const loaded_model& model, int32_t num_pages, const engine_config& config)>;
 

@@ -231,7 +231,9 @@ void read_server(section_reader s, server_config& c) {
   s.integer("max_queued_per_connection", c.max_queued_per_connection, 1, int32_max);
   s.integer("output_buffer_bytes", c.output_buffer_bytes, 1, int64_max);
   s.string("auth_token", c.auth_token);
-  s.number("shutdown_grace_s", c.shutdown_grace_s, [](double x) { return x >= 0; }, "must be >= 0");
+  // NOTE: capped, so the grace is a representable std::chrono duration.
+  s.number("shutdown_grace_s", c.shutdown_grace_s, [](double x) { return x >= 0 && x <= 86400; },
+           "must be between 0 and 86400 (a day)");
   s.integer("max_tokens_limit", c.max_tokens_limit, 1, int32_max);
   s.integer("default_max_tokens", c.default_max_tokens, 0, int32_max);
   if (c.default_max_tokens > c.max_tokens_limit)

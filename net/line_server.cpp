@@ -97,7 +97,7 @@ struct line_server::state : std::enable_shared_from_this<line_server::state> {
 
   asio::io_context& io;
   const server_config config;
-  const parse_limits limits;
+  parse_limits limits; // its system prompt names change on reload
   engine_port& engine;
   serving_metrics* const metrics;
   tcp::acceptor acceptor;
@@ -654,6 +654,10 @@ uint16_t line_server::port() const {
 }
 
 void line_server::shutdown(std::function<void()> on_stopped) { state_->begin_shutdown(std::move(on_stopped)); }
+
+void line_server::set_system_prompts(std::vector<std::string> names) {
+  state_->limits.system_prompts = std::move(names);
+}
 
 std::map<std::string, double> line_server::stats() const {
   return {{"connections", double(state_->connections.size())},

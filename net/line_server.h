@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "net/daemon_config.h"
 #include "net/engine_port.h"
@@ -64,6 +65,10 @@ class line_server {
   // The server's own counters: connections, requests_in_flight,
   // requests_total. Call on the io thread.
   std::map<std::string, double> stats() const;
+
+  // The system prompt names requests may give from now on (a configuration
+  // reload). Call on the io thread.
+  void set_system_prompts(std::vector<std::string> names);
 
   struct state;
 

@@ -1,10 +1,14 @@
 #pragma once
 // What the engine needs from a compute backend (CPU here, CUDA in gpu/).
+#include <cstdint>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "runtime/forward_batch.h"
 #include "runtime/kv_layout.h"
 #include "runtime/model_config.h"
+#include "runtime/sampler.h"
 
 namespace kvactor {
 
@@ -22,6 +26,23 @@ class backend {
   // every token of the step. The engine releases such pages only when this
   // says yes; a backend must then never read those entries.
   virtual bool accepts_released_pages() const { return false; }
+
+  // Runs one step and picks the next token of each sequence that wants
+  // logits where the logits are, so that only token ids leave the device:
+  // row i as sample_token() (sampler.h) picks from forward()'s logits with
+  // params[i], counters[i] and no history (so no repetition penalty).
+  // Returns false, having done nothing, when the backend cannot (the
+  // default); the caller then samples forward()'s logits itself.
+  virtual bool forward_and_sample(const forward_batch& /*batch*/, std::span<const sampling_params> /*params*/,
+                                  std::span<const uint64_t> /*counters*/, std::vector<int32_t>& /*tokens*/) {
+    return false;
+  }
+
+  // Another backend over the same weights and KV memory with state of its
+  // own (a device stream), whose steps may run at the same time as this
+  // one's: the engine gives one to each executor after the first. nullptr
+  // (the default): forward() is not reentrant, and executors take turns.
+  virtual std::shared_ptr<backend> make_stream() { return nullptr; }
 };
 
 } // namespace kvactor

@@ -47,7 +47,7 @@ struct engine_config {
 
   // -- backend ---------------------------------------------------------------
   std::string device = "cpu";      // "cpu" or "cuda"
-  int32_t streams = 1;             // executors (one per stream)
+  int32_t streams = 1;             // executors (one per stream); 1 is the faster on one H100 (docs/performance.md)
   double gpu_memory_fraction = 0.9;
   int32_t cpu_threads = 0;         // CPU backend threads; 0 = hardware concurrency
   int32_t tokenizer_workers = 2;

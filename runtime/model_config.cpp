@@ -40,7 +40,9 @@ class config_reader {
     const auto* v = get(key);
     if (!v) return std::nullopt;
     if (!v->is_int64() && !v->is_uint64()) fail(key, "must be an integer");
-    const auto n = v->to_number<int64_t>();
+    // Only integers beyond int64 parse as uint64.
+    if (v->is_uint64()) fail(key, "is out of range: " + std::to_string(v->get_uint64()));
+    const auto n = v->get_int64();
     if (n < std::numeric_limits<int32_t>::min() || n > std::numeric_limits<int32_t>::max())
       fail(key, "is out of range: " + std::to_string(n));
     return int32_t(n);
@@ -252,6 +254,10 @@ model_config parse_model_config(const std::string& json_text, const std::string&
     c.head_dim = c.hidden_size / c.num_heads;
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", "must be even for rotary embeddings, got " + std::to_string(c.head_dim));
+  // q_dim() and kv_dim() are int32, as are the sizes derived from them.
+  if (int64_t(c.num_heads) * c.head_dim > std::numeric_limits<int32_t>::max())
+    r.fail("head_dim", "(" + std::to_string(c.head_dim) + ") times num_attention_heads (" +
+                           std::to_string(c.num_heads) + ") is over 2^31 - 1");
   c.max_position_embeddings = r.positive_int("max_position_embeddings");
   c.rms_norm_eps = r.positive_float("rms_norm_eps", 1e-6f);
   c.rope = parse_rope(r);

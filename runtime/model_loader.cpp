@@ -110,9 +110,12 @@ class checkpoint {
     const auto* weight_map = index.is_object() ? index.get_object().if_contains("weight_map") : nullptr;
     if (!weight_map || !weight_map->is_object()) throw load_error(index_path_, "'weight_map' is missing or not an object");
     for (const auto& [tensor, file] : weight_map->get_object()) {
-      if (!file.is_string() || file.get_string().empty())
-        throw load_error(index_path_, "weight_map entry for '" + std::string(tensor) + "' is not a file name");
-      shard_of_.emplace(std::string(tensor), std::string(file.get_string()));
+      // A shard is a file of this directory: an index must not reach elsewhere.
+      const std::string_view name = file.is_string() ? std::string_view(file.get_string()) : std::string_view();
+      if (name.empty() || name == "." || name == ".." || name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos)
+        throw load_error(index_path_, "weight_map entry for '" + std::string(tensor) +
+                                          "' is not the name of a file in the model directory");
+      shard_of_.emplace(std::string(tensor), std::string(name));
     }
   }
 

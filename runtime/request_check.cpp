@@ -19,7 +19,7 @@ std::optional<request_problem> check_request(const generate_request& r, const re
     if (r.prompt_tokens[i] < 0 || r.prompt_tokens[i] >= limits.vocab_size)
       return bad("prompt_tokens[" + std::to_string(i) + "] = " + std::to_string(r.prompt_tokens[i]) +
                  " is outside the vocabulary of " + std::to_string(limits.vocab_size) + " tokens");
-  if (r.max_tokens < 1) return bad("max_tokens must be at least 1, got " + std::to_string(r.max_tokens));
+  if (r.max_tokens < 0) return bad("max_tokens must be >= 0, got " + std::to_string(r.max_tokens));
   const sampling_params& s = r.sampling;
   if (!std::isfinite(s.temperature) || s.temperature < 0)
     return bad("temperature must be finite and >= 0, got " + std::to_string(s.temperature));

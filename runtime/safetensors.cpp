@@ -54,13 +54,14 @@ std::optional<uint64_t> non_negative_int(const json::value& v) {
   return std::nullopt;
 }
 
-// Bytes of a tensor of this shape; nothing when that overflows 64 bits.
+// Bytes of a tensor of this shape, multiplied out in order as the reference
+// implementation does; nothing when a partial product passes 2^63 - 1, even
+// if a later dimension is 0, so safetensors_view::numel() cannot overflow.
 std::optional<uint64_t> byte_size(const std::vector<int64_t>& shape, size_t elem_size) {
-  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
-  uint64_t bytes = elem_size;
+  int64_t bytes = int64_t(elem_size);
   for (auto d : shape)
-    if (__builtin_mul_overflow(bytes, uint64_t(d), &bytes)) return std::nullopt;
-  return bytes;
+    if (__builtin_mul_overflow(bytes, d, &bytes)) return std::nullopt;
+  return uint64_t(bytes);
 }
 
 // NOTE: the reference implementation refuses headers over 100 MB; so do we,
@@ -187,7 +188,7 @@ void safetensors_file::parse_header() {
     if (!needed || *end - *begin != *needed)
       throw load_error(path_, where + "data_offsets span " + std::to_string(*end - *begin) + " bytes but shape " +
                                   shape_string(view.shape) + " of " + std::string(safetensors_dtype_name(*type)) +
-                                  " needs " + (needed ? std::to_string(*needed) : std::string("more than 2^64")));
+                                  " needs " + (needed ? std::to_string(*needed) : std::string("more than 2^63 - 1")));
     view.data = data + *begin;
     view.nbytes = size_t(*needed);
     tensors_.emplace(name, std::move(view));

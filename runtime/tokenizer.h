@@ -25,7 +25,8 @@ class tokenizer {
   ~tokenizer();
 
   // As HF's encode(text, add_special_tokens=...): with it, the post-processor's
-  // tokens (BOS for Llama 2) are added.
+  // tokens (BOS for Llama 2) are added. Throws kvactor::error naming the
+  // first bad byte when `text` is not valid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const;
   // As HF's decode(ids, skip_special_tokens=...). Invalid UTF-8 that byte-level
   // tokens can produce is replaced by U+FFFD, as HF does.

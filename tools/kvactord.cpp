@@ -3,15 +3,20 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "actors/engine_port_caf.h"
+#ifdef KVACTOR_HAVE_CUDA
+#include "gpu/cuda_engine.h"
+#endif
 #include "net/daemon.h"
 #include "net/daemon_config.h"
 #include "net/log.h"
 #include "runtime/error.h"
+#include "runtime/failing_backend.h"
 
 namespace {
 
@@ -62,6 +67,48 @@ net::daemon_config read_config(int argc, char** argv) {
   return config;
 }
 
+// The backend factory of the configured device; none for the CPU (the
+// engine's own).
+backend_factory device_backend(const engine_config& config) {
+  if (config.device != "cuda") return {};
+#ifdef KVACTOR_HAVE_CUDA
+  return cuda_backend_factory([](const std::string& line) { net::log::info(line); });
+#else
+  throw error("backend.device = \"cuda\": this kvactord was built without the CUDA backend "
+              "(configure with -DKVACTOR_CUDA=ON where nvcc is installed)");
+#endif
+}
+
+// The test hook of docs/reliability.md: with KVACTOR_FAULT_STEP=N the Nth
+// forward pass throws (runtime/failing_backend.h). Unset, nothing is wrapped.
+backend_factory with_fault_hook(backend_factory factory) {
+  const char* step = std::getenv("KVACTOR_FAULT_STEP");
+  if (!step) return factory;
+  char* end = nullptr;
+  const long long n = std::strtoll(step, &end, 10);
+  if (end == step || *end != '\0' || n < 1) throw error("KVACTOR_FAULT_STEP must be a step number >= 1, got '" + std::string(step) + "'");
+  net::log::warn("test hook: forward pass " + std::to_string(n) + " will fail (KVACTOR_FAULT_STEP)");
+  auto inner = factory ? std::move(factory) : cpu_backend_factory();
+  return [inner = std::move(inner), n](const loaded_model& m, int32_t num_pages, const engine_config& c) {
+    return std::make_shared<failing_backend>(inner(m, num_pages, c), int64_t(n));
+  };
+}
+
+// What SIGHUP changes in the engine: its system prompts.
+std::string set_system_prompts(caf_engine_port& engine, const std::vector<system_prompt_config>& prompts) {
+  const system_prompts_reloaded r = engine.reload_system_prompts(prompts);
+  if (!r.applied) throw error(r.error);
+  const auto names = [](const std::vector<std::string>& list) {
+    std::string out;
+    for (const auto& n : list) out += (out.empty() ? "" : ",") + n;
+    return out;
+  };
+  std::string change = net::log::field("added", names(r.added)) + net::log::field("removed", names(r.removed)) +
+                       net::log::field("kept", names(r.kept)) + net::log::field("pinned_pages", double(r.pinned_pages));
+  if (!r.failed.empty()) change += net::log::field("not_pinned", names(r.failed));
+  return change.substr(1);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -83,6 +130,9 @@ int main(int argc, char** argv) {
   }
   // Writes to a vanished client fail with EPIPE instead of killing us.
   std::signal(SIGPIPE, SIG_IGN);
+  // A reload asked for while the model loads must not end the process; once
+  // serving, SIGHUP reloads the configuration (net/daemon.h).
+  std::signal(SIGHUP, SIG_IGN);
   net::log::set_level(config.log.level);
   net::service_notifier notifier;
   try {
@@ -93,8 +143,14 @@ int main(int argc, char** argv) {
                    net::log::field("device", config.engine.device));
     caf::actor_system_config caf_config;
     caf::actor_system system{caf_config};
-    caf_engine_port engine(system, config.engine, [&metrics](double seconds) { metrics.step_finished(seconds); });
-    net::serve(config, engine, registry, metrics, notifier);
+    caf_engine_port engine(system, config.engine, [&metrics](double seconds) { metrics.step_finished(seconds); },
+                           with_fault_hook(device_backend(config.engine)));
+    net::reload_hooks reload;
+    reload.read_config = [argc, argv] { return read_config(argc, argv); };
+    reload.set_system_prompts = [&engine](const std::vector<system_prompt_config>& prompts) {
+      return set_system_prompts(engine, prompts);
+    };
+    net::serve(config, engine, registry, metrics, notifier, reload);
   } catch (const std::exception& e) {
     net::log::error(e.what());
     notifier.status(std::string("failed: ") + e.what());

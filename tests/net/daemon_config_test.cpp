@@ -298,7 +298,7 @@ TEST_CASE("each mistake names the file, the key and its line:column") {
       {"[gpu]\nmemory_fraction = nan\n",
        "test.toml: line 2, column 19: 'gpu.memory_fraction' must be > 0 and <= 1, got nan"},
       {"[server]\nshutdown_grace_s = inf\n",
-       "test.toml: line 2, column 20: 'server.shutdown_grace_s' must be >= 0, got inf"},
+       "test.toml: line 2, column 20: 'server.shutdown_grace_s' must be between 0 and 86400 (a day), got inf"},
       {"[prefix_cache]\nmax_pinned_fraction = -0.1\n",
        "test.toml: line 2, column 23: 'prefix_cache.max_pinned_fraction' must be >= 0 and <= 1, got -0.1"},
       {"[backend]\ndevice = \"tpu\"\n",

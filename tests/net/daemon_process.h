@@ -90,6 +90,7 @@ class daemon_process {
   }
 
   void signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
 
   // The exit code once it has exited (-signal when killed by one).
   std::optional<int> wait_exit(std::chrono::seconds limit = std::chrono::seconds(30)) {

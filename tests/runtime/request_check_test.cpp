@@ -41,8 +41,8 @@ TEST_CASE("each bad parameter is named") {
   r.prompt_tokens = {5, 100};
   CHECK(problem(r) == "prompt_tokens[1] = 100 is outside the vocabulary of 100 tokens");
   r = valid();
-  r.max_tokens = 0;
-  CHECK(problem(r) == "max_tokens must be at least 1, got 0");
+  r.max_tokens = -1;
+  CHECK(problem(r) == "max_tokens must be >= 0, got -1");
   r = valid();
   r.sampling.temperature = -1;
   CHECK(problem(r).starts_with("temperature"));
