@@ -65,9 +65,8 @@ for stage in "${stages[@]}"; do
       reports="$PWD/$build/sanitizer-reports"
       export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:log_path=$reports/asan"
       export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan"
-      export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/lsan.supp"
       run_checked "$reports" --test-dir "$build" --output-on-failure -j"$jobs" -LE gpu
-      unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
+      unset ASAN_OPTIONS UBSAN_OPTIONS
       ;;
     thread)
       build=build-tsan
@@ -78,7 +77,7 @@ for stage in "${stages[@]}"; do
       read -ra tests <<<"$(thread_tests)"
       cmake --build "$build" -j"$jobs" --target kvactord "${tests[@]}" >/dev/null
       reports="$PWD/$build/sanitizer-reports"
-      export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/sanitizers/tsan.supp:log_path=$reports/tsan"
+      export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$PWD/tests/sanitizers/tsan.supp:log_path=$reports/tsan"
       regex="^($(IFS='|'; echo "${tests[*]}"))\$"
       run_checked "$reports" --test-dir "$build" --output-on-failure -j"$jobs" -R "$regex"
       unset TSAN_OPTIONS

@@ -2,8 +2,8 @@
 // connections at once, thousands of short requests. Every request gets
 // exactly one terminal line; with limits high enough none fails, with low
 // limits the only error is `overloaded`; afterwards the KV pages are back to
-// their idle count, and resident memory after the last round is within
-// 4 MiB of what it was after the second (docs/reliability.md).
+// their idle count, and resident memory grows by less than 600 bytes a
+// request once the allocator has settled (docs/reliability.md).
 #include <doctest/doctest.h>
 
 #include <memory>
@@ -73,9 +73,8 @@ TEST_CASE("load: 500 connections, 2000 requests a round; one terminal line each;
   running_daemon d({"server.max_connections=600", "scheduler.max_queued=4096", "kv.num_pages=512"});
   const double idle_pages = d.stat("kv_pages_used");
   const int64_t rss_start = d.rss_kb();
-  // Under a sanitizer two rounds (each takes ~30 s there); else six, 12000
-  // requests, where a leak of a kilobyte a request shows as 10 MiB.
-  const int rounds = sanitized ? 2 : 6;
+  // Under a sanitizer two rounds (each takes ~30 s there); else sixteen.
+  const int rounds = sanitized ? 2 : 16;
   std::vector<int64_t> rss_after;
   for (int round = 0; round < rounds; ++round) {
     CAPTURE(round);
@@ -95,16 +94,22 @@ TEST_CASE("load: 500 connections, 2000 requests a round; one terminal line each;
     MESSAGE("round " << round << ": " << t.requests << " requests on " << connections << " connections in " << seconds
                      << " s; VmRSS " << rss_after.back() << " KiB (" << rss_start << " KiB at start)");
   }
-  // Later rounds are the same load again: once the first two have warmed the
-  // allocator, what stays is what leaks. Under a sanitizer freed memory is
-  // held back on purpose (ASan's quarantine): LeakSanitizer checks there, at
-  // exit.
-  // NOTE: known open defect: resident memory still grows by about 1.4 KB a
-  // request over these rounds (docs/reliability.md). Reported on every run,
-  // not yet a failure, until the growth is found and fixed.
-  if (!sanitized) WARN_MESSAGE(rss_after.back() <= rss_after[1] + 4 * 1024,
-                               "VmRSS grew " << rss_after.back() - rss_after[1] << " KiB from round 1 to round "
-                                             << rounds - 1);
+  // Later rounds are the same load again, so what they add is what the
+  // daemon keeps. The allocator takes a while to settle (500 new connections
+  // a round, each with a 64 KiB read buffer): measured with heaptrack and
+  // over 40 rounds, that growth shrinks towards nothing, a few hundred bytes
+  // a request in the first ten rounds and tens after. A leak fixed here
+  // (every request's output actor kept alive by its monitor on the
+  // scheduler) added 1,200 bytes a request, every round. Under a sanitizer
+  // freed memory is held back on purpose (ASan's quarantine): LeakSanitizer
+  // checks there, at exit.
+  if (!sanitized) {
+    constexpr int settled = 10; // rounds 0 to 10 let the allocator settle
+    const double bytes_per_request = double(rss_after.back() - rss_after[settled]) * 1024 /
+                                     double((rounds - 1 - settled) * connections * requests_per_connection);
+    MESSAGE("VmRSS grew " << bytes_per_request << " bytes a request after round " << settled);
+    CHECK(bytes_per_request < 600);
+  }
   CHECK(d.stat("connections") == 1); // the stats connection itself
 }
 

@@ -45,8 +45,9 @@ void* next(const char* symbol) {
 #define BLOCKING_LAUNCH "_ZN3caf14blocking_actor6launchEPNS_14execution_unitEbb"
 #define SCHEDULED_RESUME "_ZN3caf15scheduled_actor6resumeEPNS_14execution_unitEm"
 // Worker threads resume an actor through its resumable base, 160 bytes into
-// a scheduled_actor in CAF 0.17.6 (the offset is part of the symbol, so
-// another layout fails to link here rather than misbehave).
+// a scheduled_actor in CAF 0.17.6. The offset is part of the symbol: with
+// another layout these two hooks go unused and the reports they remove come
+// back, failing the stage rather than hiding anything.
 #define SCHEDULED_RESUME_THUNK "_ZThn160_N3caf15scheduled_actor6resumeEPNS_14execution_unitEm"
 #define SCHEDULED_RELEASE_THUNK "_ZThn160_N3caf15scheduled_actor26intrusive_ptr_release_implEv"
 constexpr long resumable_offset = 160;
