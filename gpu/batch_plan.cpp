@@ -4,6 +4,8 @@
 #include <string>
 
 #include "runtime/error.h"
+#include "runtime/page_pool.h"
+#include "runtime/sliding_window.h"
 
 namespace kvactor::gpu {
 
@@ -11,7 +13,7 @@ namespace {
 
 constexpr size_t sample_row_elems = sizeof(sample_row) / sizeof(int32_t);
 
-void validate(const seq_step& q, size_t index, int32_t vocab_size, const kv_layout& layout) {
+void validate(const seq_step& q, size_t index, int32_t vocab_size, const kv_layout& layout, int32_t release_window) {
   const std::string where = "forward: sequence " + std::to_string(index) + ": ";
   if (q.tokens.empty()) throw error(where + "no new tokens");
   if (q.start_pos < 0) throw error(where + "negative start_pos " + std::to_string(q.start_pos));
@@ -25,10 +27,17 @@ void validate(const seq_step& q, size_t index, int32_t vocab_size, const kv_layo
   if (int64_t(q.page_table.size()) < pages)
     throw error(where + "page table has " + std::to_string(q.page_table.size()) + " pages, positions [0, " +
                 std::to_string(end) + ") need " + std::to_string(pages));
-  for (int64_t i = 0; i < pages; ++i)
-    if (q.page_table[i] < 0 || q.page_table[i] >= layout.num_pages)
-      throw error(where + "page id " + std::to_string(q.page_table[i]) + " is outside [0, " +
-                  std::to_string(layout.num_pages) + ")");
+  // Pages wholly behind the window of the step's first token may have been
+  // released: no kernel reads them.
+  const int64_t released_ok = pages_behind_window(q.start_pos, release_window, layout.page_size);
+  for (int64_t i = 0; i < pages; ++i) {
+    const int32_t page = q.page_table[size_t(i)];
+    if (page == no_page && i < released_ok) continue;
+    if (page < 0 || page >= layout.num_pages)
+      throw error(where + "page id " + std::to_string(page) + " at index " + std::to_string(i) + " is outside [0, " +
+                  std::to_string(layout.num_pages) + ")" +
+                  (page == no_page ? " (released, but the step attends to it)" : ""));
+  }
 }
 
 int32_t pages_of(const seq_step& q, const kv_layout& layout) {
@@ -48,11 +57,11 @@ void put_samples(batch_plan& p, std::span<const sample_row> samples) {
 } // namespace
 
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
-                      batch_plan& plan, std::span<const sample_row> samples) {
+                      batch_plan& plan, std::span<const sample_row> samples, int32_t release_window) {
   int64_t num_tokens = 0, num_pages = 0, num_tiles = 0;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const seq_step& q = batch.seqs[s];
-    validate(q, s, vocab_size, layout);
+    validate(q, s, vocab_size, layout, release_window);
     const int64_t n = int64_t(q.tokens.size());
     num_tokens += n;
     num_pages += pages_of(q, layout);
@@ -128,13 +137,14 @@ size_t decode_plan_header(int32_t max_rows) {
 }
 
 void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t rows,
-                       int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples) {
+                       int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples,
+                       int32_t release_window) {
   const int32_t real = int32_t(batch.seqs.size());
   if (!is_decode_batch(batch) || real > rows || rows > max_rows)
     throw error("build_decode_plan: needs 1 to " + std::to_string(rows) + " sequences of one new token each");
   int64_t num_pages = 0;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
-    validate(batch.seqs[s], s, vocab_size, layout);
+    validate(batch.seqs[s], s, vocab_size, layout, release_window);
     num_pages += pages_of(batch.seqs[s], layout);
   }
   if (num_pages > INT32_MAX) throw error("forward: " + std::to_string(num_pages) + " page entries are too many");

@@ -56,11 +56,13 @@ struct batch_plan {
 
 // Rebuilds `plan` for `batch` (reusing its storage). Page tables are cut to
 // the pages positions [0, start_pos + tokens) need. `samples` is empty or has
-// one row per logits row. Throws kvactor::error for invalid input: no new
-// tokens, a negative start_pos, a token outside the vocabulary, a page table
-// too short or naming a page outside the cache, a wrong number of samples.
+// one row per logits row. With a `release_window` (runtime/sliding_window.h)
+// the pages wholly behind it may be no_page. Throws kvactor::error for
+// invalid input: no new tokens, a negative start_pos, a token outside the
+// vocabulary, a page table too short or naming a page outside the cache, a
+// wrong number of samples.
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
-                      batch_plan& plan, std::span<const sample_row> samples = {});
+                      batch_plan& plan, std::span<const sample_row> samples = {}, int32_t release_window = 0);
 
 // True when every sequence brings exactly one new token.
 bool is_decode_batch(const forward_batch& batch);
@@ -70,7 +72,8 @@ bool is_decode_batch(const forward_batch& batch);
 // position -1, no pages and greedy sampling; padding logits rows read token
 // 0. One tile per sequence. Throws kvactor::error like build_batch_plan.
 void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t rows,
-                       int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples = {});
+                       int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples = {},
+                       int32_t release_window = 0);
 
 // Elements of a decode plan for max_rows before its page indices.
 size_t decode_plan_header(int32_t max_rows);

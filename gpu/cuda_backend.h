@@ -34,6 +34,9 @@ class cuda_backend final : public backend {
   const model_config& config() const override { return model_->config(); }
   const kv_layout& layout() const override { return model_->layout(); }
   void forward(const forward_batch& batch, std::vector<float>& logits) override;
+  // Yes: the kernels never read keys behind a token's window, and the step's
+  // plan checks that no page it attends to was released.
+  bool accepts_released_pages() const override { return true; }
   // cuda_executor::forward_and_sample: only token ids cross to the host.
   // Always true; a row with a repetition penalty throws kvactor::error.
   bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,

@@ -53,8 +53,9 @@ backend_factory cuda_backend_factory(cuda_log log) {
     const auto say = [&](const std::string& line) {
       if (log) log(line);
     };
-    if (engine_kv_format(c) != kv_format::bf16)
-      throw error("cuda: kv.dtype \"" + c.kv_dtype + "\" is not available on the GPU, which stores bf16 KV (auto or bf16)");
+    const kv_format format = engine_kv_format(c);
+    if (format == kv_format::f32)
+      throw error("cuda: kv.dtype \"f32\" is not available on the GPU, which stores bf16, fp8 or int8 KV");
     if (!(c.gpu_memory_fraction > 0 && c.gpu_memory_fraction <= 1))
       throw error("cuda: gpu.memory_fraction must be in (0, 1], got " + std::to_string(c.gpu_memory_fraction));
     if (!c.dummy_weights && m.dir.empty()) throw error("cuda: no model directory to read the weights from");
@@ -72,7 +73,7 @@ backend_factory cuda_backend_factory(cuda_log log) {
     gpu::device_weights weights = c.dummy_weights
                                       ? gpu::random_weights(m.config, c.dummy_seed)
                                       : gpu::upload_weights(m.config, gpu::host_tensors(load_weight_views(m.dir, m.config)));
-    auto model = std::make_shared<cuda_model>(m.config, std::move(weights), c.page_size);
+    auto model = std::make_shared<cuda_model>(m.config, std::move(weights), c.page_size, format);
     const size_t free1 = free_bytes();
     const cuda_executor_options options = cuda_options_for(c);
     auto first = std::make_shared<cuda_backend>(model, options);
@@ -85,13 +86,16 @@ backend_factory cuda_backend_factory(cuda_log log) {
         "; " + std::to_string(c.streams) + " executor(s) of " + mib(double(executor_bytes)) + " each");
 
     // -- the KV cache: what is left of the budget -------------------------------------
+    // NOTE: as on the CPU (kv_pages_for_budget), the budget counts elements
+    // and the scales of fp8 / int8 come on top (0.2% / 3% of them), so an
+    // 8-bit cache holds exactly twice the pages of a bf16 one.
     const size_t page_bytes = model->kv_page_bytes();
     int64_t pages = c.num_pages;
     if (pages <= 0) {
       const double budget = c.gpu_memory_fraction * double(total);
       const double used = double(total - free2) + double(c.streams - 1) * double(executor_bytes) +
                           (options.use_graphs ? double(graph_reserve_bytes) : 0.0);
-      pages = int64_t(std::max(0.0, budget - used) / double(page_bytes));
+      pages = kv_pages_for_budget(size_t(std::max(0.0, budget - used)), model->layout(), format);
       if (pages <= 0)
         throw error("cuda: gpu.memory_fraction " + std::to_string(c.gpu_memory_fraction) + " of " +
                     gib(double(total)) + " leaves no room for the KV cache: the weights take " +
@@ -104,8 +108,10 @@ backend_factory cuda_backend_factory(cuda_log log) {
     if (options.use_graphs) first->executor().capture_decode_graphs();
     const size_t free3 = free_bytes();
     const double kv_bytes = double(pages) * double(page_bytes);
+    const double scale_bytes = double(kv_scale_bytes(model->layout(), format));
     say("cuda: KV cache " + std::to_string(pages) + " pages of " + std::to_string(c.page_size) + " tokens (" +
-        std::to_string(page_bytes) + " bytes each) = " + gib(kv_bytes) + " bf16, " +
+        std::to_string(page_bytes) + " bytes each) = " + gib(kv_bytes) + " " + std::string(kv_format_name(format)) +
+        (scale_bytes > 0 ? " (scales " + mib(scale_bytes) + ")" : "") + ", " +
         std::to_string(pages * c.page_size) + " tokens; " + std::to_string(first->executor().graphs_captured()) +
         " decode graphs captured, taking " + mib(std::max(0.0, double(free2) - double(free3) - kv_bytes)) +
         " with their metadata; " + gib(double(free3)) + " free");

@@ -26,12 +26,13 @@ cuda_executor_options cuda_options_for(const engine_config& config);
 // directory (converted to bf16 on upload) or, with config.dummy_weights,
 // are drawn on the device from config.dummy_seed (no host copy). The
 // returned backend holds the first executor; make_stream() gives the others
-// (config.streams in all). The KV cache is bf16 with config.num_pages pages,
-// or when that is 0 as many as fit in config.gpu_memory_fraction of the
-// device's memory once the weights, the executors (config.streams of them)
-// and their decode graphs are counted; the first executor's graphs are
-// captured before it is handed out. Throws kvactor::error for a kv_dtype
-// other than auto or bf16, for no GPU, and for too little memory.
+// (config.streams in all). The KV cache stores engine_kv_format(config)
+// (auto and bf16: bf16; fp8; int8) with config.num_pages pages, or when that
+// is 0 as many as fit in config.gpu_memory_fraction of the device's memory
+// once the weights, the executors (config.streams of them) and their decode
+// graphs are counted (8-bit scales on top, as kv_pages_for_budget counts);
+// the first executor's graphs are captured before it is handed out. Throws
+// kvactor::error for kv_dtype f32, for no GPU, and for too little memory.
 backend_factory cuda_backend_factory(cuda_log log = {});
 
 } // namespace kvactor

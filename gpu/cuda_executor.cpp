@@ -16,12 +16,14 @@
 #include "gpu/flash_attention.h"
 #include "gpu/gemm.h"
 #include "gpu/gemv.h"
+#include "gpu/kv_quantize.h"
 #include "gpu/paged_attention.h"
 #include "gpu/rms_norm.h"
 #include "gpu/rope_kv.h"
 #include "gpu/sampling.h"
 #include "gpu/silu_mul.h"
 #include "runtime/error.h"
+#include "runtime/sliding_window.h"
 
 namespace kvactor {
 
@@ -83,6 +85,7 @@ struct cuda_executor::state {
   bool flash = false;          // tensor-core attention for general steps
   int32_t tile_tokens = 1;     // attention tile of general steps
   int32_t max_decode_rows = 0; // largest decode bucket; 0 when decode steps run as general ones
+  int32_t release_window = 0;  // pages behind it may come released (runtime/sliding_window.h)
 
   gpu::batch_plan plan;
   std::vector<gpu::sample_row> samples;
@@ -100,6 +103,7 @@ struct cuda_executor::state {
   device_buffer<bf16> proj;      // [tokens, hidden] output of o_proj / down_proj
   device_buffer<bf16> gate_up;   // [tokens, 2 intermediate]
   device_buffer<bf16> act;       // [tokens, intermediate]
+  device_buffer<float> kv_stage; // [tokens, 2, kv_dim] new K/V before an 8-bit cache stores them
 
   // Split-KV partial results of decode steps, for the largest bucket.
   device_buffer<float> partial_out; // [rows, splits, num_heads, head_dim]
@@ -135,6 +139,7 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
     throw error("cuda_executor: max_batch_tokens must be positive and max_decode_batch not negative");
 
   group = c.num_heads / c.num_kv_heads;
+  release_window = reclaimable_window(c);
   flash = gpu::flash_attention_supports(c.head_dim, group);
   tile_tokens = flash ? gpu::flash_attention_tile_tokens(c.head_dim, group, gpu::default_flash_variant)
                       : std::max(1, gpu::attention_tile_rows / group);
@@ -174,9 +179,10 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   proj = device_buffer<bf16>(size_t(n * h));
   gate_up = device_buffer<bf16>(size_t(n * 2 * inter));
   act = device_buffer<bf16>(size_t(n * inter));
+  if (kv_is_quantized(model->cache_format())) kv_stage = device_buffer<float>(size_t(n * 2 * kvd));
   // NOTE: 0xff bytes are NaN: a read of anything no kernel wrote shows up.
   for (auto* b : {&normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
-  residual.poison(stream);
+  for (auto* b : {&residual, &kv_stage}) b->poison(stream);
   token_capacity = n;
 }
 
@@ -220,14 +226,10 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   const int32_t window = c.uses_sliding(layer) ? c.sliding_window : 0;
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
 
-  gpu::paged_kv_view kv;
-  kv.k = model->kv() + layout.offset(layer, 0, 0, 0);
-  kv.v = model->kv() + layout.offset(layer, 1, 0, 0);
+  gpu::paged_kv_view kv = model->kv_view(layer);
   kv.page_indptr = meta + p.page_indptr;
   kv.page_indices = meta + p.page_indices;
-  kv.page_size = layout.page_size;
-  kv.num_kv_heads = layout.num_kv_heads;
-  kv.head_dim = layout.head_dim;
+  const bool quantized = kv_is_quantized(kv.format);
 
   linear(normed.get(), w.qkv.get(), qkv.get(), false, n, qd + 2 * kvd, h);
 
@@ -245,9 +247,19 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   rope.num_kv_heads = c.num_kv_heads;
   rope.head_dim = c.head_dim;
   rope.eps = c.rms_norm_eps;
+  if (quantized) rope.kv_stage = kv_stage.get();
   // All new keys are in their pages before attention: a token attends to
   // earlier tokens of its own chunk.
   gpu::launch_rope_kv(rope, p.num_tokens, stream);
+  if (quantized) {
+    gpu::kv_quantize_params store;
+    store.stage = kv_stage.get();
+    store.positions = meta + p.positions;
+    store.token_seq = meta + p.token_seq;
+    store.kv = kv;
+    store.num_tokens = p.num_tokens;
+    gpu::launch_kv_quantize(store, stream);
+  }
 
   if (p.decode_rows > 0) {
     gpu::decode_attention_params a;
@@ -322,9 +334,10 @@ void cuda_executor::state::build(const forward_batch& batch, std::span<const gpu
   if (layout.num_pages == 0) throw error("cuda_executor: the model has no KV cache yet (cuda_model::allocate_kv)");
   const int32_t seqs = int32_t(batch.seqs.size());
   if (max_decode_rows > 0 && gpu::is_decode_batch(batch) && seqs <= options.max_decode_batch)
-    gpu::build_decode_plan(batch, config.vocab_size, layout, bucket_for(seqs), max_decode_rows, plan, rows);
+    gpu::build_decode_plan(batch, config.vocab_size, layout, bucket_for(seqs), max_decode_rows, plan, rows,
+                           release_window);
   else
-    gpu::build_batch_plan(batch, config.vocab_size, layout, tile_tokens, plan, rows);
+    gpu::build_batch_plan(batch, config.vocab_size, layout, tile_tokens, plan, rows, release_window);
 }
 
 void cuda_executor::state::run(output out) {

@@ -3,6 +3,7 @@
 
 #include "gpu/cuda_check.h"
 #include "gpu/decode_attention.h"
+#include "gpu/kv_dequant.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -40,8 +41,9 @@ __device__ __forceinline__ float dot8(const float (&q)[8], const uint4& k) {
 // Lanes of a warp split into groups of LANES = D / 8, each group one key at a
 // time and each lane 8 of its dims; the warp's KPW groups and the block's
 // warps form STREAMS independent key streams with their own running softmax,
-// merged through shared memory at the end.
-template <int D, int G>
+// merged through shared memory at the end. 8-bit caches (F) are read as
+// 8 bytes a lane and dequantized to bf16, then go the same way.
+template <int D, int G, kv_format F>
 __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const decode_attention_params p) {
   constexpr int LANES = D / 8;
   constexpr int KPW = 32 / LANES;
@@ -96,18 +98,31 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
   for (int32_t base = lo + warp * KPW; base < hi; base += STREAMS * U) {
     uint4 kr[U], vr[U];
     bool valid[U];
+    [[maybe_unused]] kv8_raw raw[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int32_t key = base + slot_in_warp + u * STREAMS;
       valid[u] = key < hi;
       kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
       if (valid[u]) {
-        const int32_t page = page_pow2 ? key >> page_shift : key / page_size;
+        const int32_t page = pages[page_pow2 ? key >> page_shift : key / page_size];
         const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
-        const size_t at = (size_t(pages[page]) * page_size + in_page) * token_stride + head_offset;
-        kr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.k + at));
-        vr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.v + at));
+        const size_t at = (size_t(page) * page_size + in_page) * token_stride + head_offset;
+        if constexpr (F == kv_format::bf16) {
+          kr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.k_bf16() + at));
+          vr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.v_bf16() + at));
+        } else {
+          raw[u] = load_kv8(p.kv, at, page, in_page, kv_head);
+        }
       }
+    }
+    if constexpr (F != kv_format::bf16) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (valid[u]) {
+          kr[u] = dequant8_bf16<F>(raw[u].k, raw[u].k_scale);
+          vr[u] = dequant8_bf16<F>(raw[u].v, raw[u].v_scale);
+        }
     }
     float s[U][G];
 #pragma unroll
@@ -211,16 +226,25 @@ __global__ void __launch_bounds__(combine_threads) decode_combine_kernel(const d
   }
 }
 
+template <int D, kv_format F>
+void launch_for_format(const decode_attention_params& p, const dim3 grid, cudaStream_t stream) {
+  if (p.group <= 1)
+    decode_attention_kernel<D, 1, F><<<grid, decode_threads, 0, stream>>>(p);
+  else if (p.group <= 2)
+    decode_attention_kernel<D, 2, F><<<grid, decode_threads, 0, stream>>>(p);
+  else if (p.group <= 4)
+    decode_attention_kernel<D, 4, F><<<grid, decode_threads, 0, stream>>>(p);
+  else
+    decode_attention_kernel<D, 8, F><<<grid, decode_threads, 0, stream>>>(p);
+}
+
 template <int D>
 void launch_for_head_dim(const decode_attention_params& p, const dim3 grid, cudaStream_t stream) {
-  if (p.group <= 1)
-    decode_attention_kernel<D, 1><<<grid, decode_threads, 0, stream>>>(p);
-  else if (p.group <= 2)
-    decode_attention_kernel<D, 2><<<grid, decode_threads, 0, stream>>>(p);
-  else if (p.group <= 4)
-    decode_attention_kernel<D, 4><<<grid, decode_threads, 0, stream>>>(p);
-  else
-    decode_attention_kernel<D, 8><<<grid, decode_threads, 0, stream>>>(p);
+  switch (p.kv.format) {
+    case kv_format::fp8: launch_for_format<D, kv_format::fp8>(p, grid, stream); break;
+    case kv_format::int8: launch_for_format<D, kv_format::int8>(p, grid, stream); break;
+    default: launch_for_format<D, kv_format::bf16>(p, grid, stream); break;
+  }
 }
 
 } // namespace

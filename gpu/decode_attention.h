@@ -34,7 +34,8 @@ struct decode_attention_params {
   float scale = 1.0f;          // 1 / sqrt(head_dim)
 };
 
-// Head sizes 16, 32, 64, 128, 256 with at most 8 q heads per kv head.
+// Head sizes 16, 32, 64, 128, 256 with at most 8 q heads per kv head; bf16,
+// fp8 and int8 caches.
 bool decode_attention_supports(int32_t head_dim, int32_t group);
 
 // Splits for `rows` sequences on `num_sms` multiprocessors: enough blocks

@@ -2,6 +2,7 @@
 
 #include "gpu/cuda_check.h"
 #include "gpu/flash_attention.h"
+#include "gpu/kv_dequant.cuh"
 #include "gpu/mma.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -30,9 +31,13 @@ constexpr size_t flash_smem_bytes(int head_dim, int rows, int keys) {
 // fragment read from shared memory then serves MT of them); Q_REGS: the
 // warp's Q fragments stay in registers (else they are reread from shared
 // memory each tile); MIN_BLOCKS: blocks per multiprocessor the register
-// budget must allow.
-template <int D, int KEYS, int MT, bool Q_REGS, int MIN_BLOCKS>
+// budget must allow; F: the cache's format. bf16 tiles are copied with
+// cp.async; 8-bit tiles are loaded into registers a tile ahead and stored
+// dequantized to bf16 once the current tile is done, so the tensor-core
+// loop is the same for every format.
+template <int D, int KEYS, int MT, bool Q_REGS, int MIN_BLOCKS, kv_format F>
 __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_kernel(const attention_params p) {
+  constexpr bool BF16 = F == kv_format::bf16;
   constexpr int ROWS = 16 * MT * flash_warps;
   constexpr int STRIDE = flash_stride(D), KSTEPS = D / 16, S_TILES = KEYS / 8, O_TILES = D / 8;
   constexpr int CHUNKS = D / 8; // 16-byte pieces of a row
@@ -80,13 +85,48 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
       const size_t at =
           valid ? (size_t(pages[page]) * page_size + in_page) * token_stride + size_t(kv_head) * D + part * 8 : 0;
       const int dst = (stage * KEYS + j) * STRIDE + part * 8;
-      cp_async_16(k_s + dst, p.kv.k + at, valid);
-      cp_async_16(v_s + dst, p.kv.v + at, valid);
+      cp_async_16(k_s + dst, p.kv.k_bf16() + at, valid);
+      cp_async_16(v_s + dst, p.kv.v_bf16() + at, valid);
     }
     cp_async_commit();
   };
+  // 8-bit: the pieces this thread moves of keys [k0, k0 + KEYS), into
+  // registers, then dequantized into a stage; keys past pos_last are zeros.
+  constexpr int PIECES = (KEYS * CHUNKS + flash_threads - 1) / flash_threads;
+  kv8_raw pending[BF16 ? 1 : PIECES];
+  const auto fetch_kv8 = [&](int32_t k0) {
+#pragma unroll
+    for (int i = 0; i < PIECES; ++i) {
+      const int c = tid + i * flash_threads, j = c / CHUNKS, part = c % CHUNKS;
+      const int32_t key = k0 + j;
+      pending[i] = kv8_raw{};
+      if (c < KEYS * CHUNKS && key <= pos_last) {
+        const int32_t page = pages[page_pow2 ? key >> page_shift : key / page_size];
+        const int32_t slot = page_pow2 ? key & (page_size - 1) : key % page_size;
+        pending[i] = load_kv8(p.kv, (size_t(page) * page_size + slot) * token_stride + size_t(kv_head) * D + part * 8,
+                              page, slot, kv_head);
+      }
+    }
+  };
+  const auto store_kv8 = [&](int stage) {
+    if constexpr (!BF16) {
+#pragma unroll
+      for (int i = 0; i < PIECES; ++i) {
+        const int c = tid + i * flash_threads, j = c / CHUNKS, part = c % CHUNKS;
+        if (c >= KEYS * CHUNKS) continue;
+        const int dst = (stage * KEYS + j) * STRIDE + part * 8;
+        *reinterpret_cast<uint4*>(k_s + dst) = dequant8_bf16<F>(pending[i].k, pending[i].k_scale);
+        *reinterpret_cast<uint4*>(v_s + dst) = dequant8_bf16<F>(pending[i].v, pending[i].v_scale);
+      }
+    }
+  };
 
-  load_kv(0, key_lo);
+  if constexpr (BF16) {
+    load_kv(0, key_lo);
+  } else {
+    fetch_kv8(key_lo);
+    store_kv8(0);
+  }
   for (int c = tid; c < ROWS * CHUNKS; c += flash_threads) {
     const int r = c / CHUNKS, part = c % CHUNKS;
     uint4 v = make_uint4(0, 0, 0, 0);
@@ -127,12 +167,16 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
   const int32_t tiles = (pos_last - key_lo) / KEYS + 1;
   for (int32_t it = 0; it < tiles; ++it) {
     const int32_t k0 = key_lo + it * KEYS;
-    if (it + 1 < tiles)
-      load_kv((it + 1) & 1, k0 + KEYS);
-    else
-      cp_async_commit(); // an empty group keeps the count of groups in flight uniform
-    cp_async_wait<1>();
-    __syncthreads();
+    if constexpr (BF16) {
+      if (it + 1 < tiles)
+        load_kv((it + 1) & 1, k0 + KEYS);
+      else
+        cp_async_commit(); // an empty group keeps the count of groups in flight uniform
+      cp_async_wait<1>();
+      __syncthreads();
+    } else if (it + 1 < tiles) {
+      fetch_kv8(k0 + KEYS); // in flight while this tile is computed
+    }
     const __nv_bfloat16* ks = k_s + (it & 1) * KEYS * STRIDE;
     const __nv_bfloat16* vs = v_s + (it & 1) * KEYS * STRIDE;
 
@@ -264,6 +308,11 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
         }
       }
     }
+    if constexpr (!BF16) {
+      // The other stage was last read before the previous iteration's
+      // barrier; the barrier below publishes it.
+      if (it + 1 < tiles) store_kv8((it + 1) & 1);
+    }
     __syncthreads(); // the stage is read; the next iteration refills it
   }
 
@@ -303,10 +352,10 @@ constexpr variant_shape shape_of(flash_variant v, int head_dim) {
   }
 }
 
-template <int D, flash_variant V>
+template <int D, flash_variant V, kv_format F = kv_format::bf16>
 constexpr auto kernel_of() {
   constexpr variant_shape s = shape_of(V, D);
-  return flash_attention_kernel<D, s.keys, s.m_tiles, s.q_registers, s.min_blocks>;
+  return flash_attention_kernel<D, s.keys, s.m_tiles, s.q_registers, s.min_blocks, F>;
 }
 
 template <int D, flash_variant V>
@@ -315,10 +364,10 @@ constexpr size_t smem_of() {
   return flash_smem_bytes(D, 16 * s.m_tiles * flash_warps, s.keys);
 }
 
-template <int D, flash_variant V>
+template <int D, flash_variant V, kv_format F = kv_format::bf16>
 void set_smem_limit() {
   KVACTOR_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel_of<D, V>(), cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_of<D, V>())));
+      cudaFuncSetAttribute(kernel_of<D, V, F>(), cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_of<D, V>())));
 }
 
 template <int D>
@@ -328,17 +377,22 @@ void set_smem_limits() {
   set_smem_limit<D, flash_variant::rows64_keys32_q_shared>();
   set_smem_limit<D, flash_variant::rows128_keys64>();
   set_smem_limit<D, flash_variant::rows128_keys32>();
+  set_smem_limit<D, default_flash_variant, kv_format::fp8>();
+  set_smem_limit<D, default_flash_variant, kv_format::int8>();
 }
 
-template <int D, flash_variant V>
+template <int D, flash_variant V, kv_format F = kv_format::bf16>
 void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   const unsigned blocks = unsigned(num_tiles) * unsigned(p.kv.num_kv_heads);
-  kernel_of<D, V>()<<<blocks, flash_threads, smem_of<D, V>(), stream>>>(p);
+  kernel_of<D, V, F>()<<<blocks, flash_threads, smem_of<D, V>(), stream>>>(p);
   KVACTOR_CUDA_CHECK_LAUNCH();
 }
 
 template <int D>
 void launch_variant(const attention_params& p, int32_t num_tiles, cudaStream_t stream, flash_variant v) {
+  // 8-bit caches have the default variant only.
+  if (p.kv.format == kv_format::fp8) return launch<D, default_flash_variant, kv_format::fp8>(p, num_tiles, stream);
+  if (p.kv.format == kv_format::int8) return launch<D, default_flash_variant, kv_format::int8>(p, num_tiles, stream);
   switch (v) {
     case flash_variant::rows64_keys64_q_registers:
       launch<D, flash_variant::rows64_keys64_q_registers>(p, num_tiles, stream);
@@ -378,6 +432,7 @@ void init_flash_attention() {
 
 void launch_flash_attention(const attention_params& p, int32_t num_tiles, cudaStream_t stream, flash_variant v) {
   if (num_tiles == 0) return;
+  if (kv_is_quantized(p.kv.format)) v = default_flash_variant;
   if (!flash_attention_supports(p.kv.head_dim, p.group) ||
       p.tile_tokens != flash_attention_tile_tokens(p.kv.head_dim, p.group, v))
     throw error("flash attention: head_dim " + std::to_string(p.kv.head_dim) + ", group " + std::to_string(p.group) +

@@ -41,6 +41,8 @@ int32_t flash_attention_tile_tokens(int32_t head_dim, int32_t group, flash_varia
 // Raises the kernels' shared-memory limit; once per device before launching.
 void init_flash_attention();
 
+// bf16, fp8 and int8 caches; 8-bit ones run default_flash_variant whatever
+// `variant` says.
 void launch_flash_attention(const attention_params& params, int32_t num_tiles, cudaStream_t stream,
                             flash_variant variant = default_flash_variant);
 

@@ -48,6 +48,7 @@ void init_paged_attention(int32_t head_dim, int32_t rows) {
 
 void launch_paged_attention(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   if (num_tiles == 0) return;
+  if (p.kv.format != kv_format::bf16) throw error("paged attention: reads bf16 KV only");
   switch (p.kv.head_dim) {
     case 16: launch<16>(p, num_tiles, stream); break;
     case 32: launch<32>(p, num_tiles, stream); break;

@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(attention_threads) paged_attention_kernel(cons
       if (key <= pos_last) {
         const size_t at = (size_t(pages[key / page_size]) * page_size + key % page_size) * token_stride +
                           size_t(kv_head) * D + part * 8;
-        k4 = *reinterpret_cast<const uint4*>(p.kv.k + at);
-        v4 = *reinterpret_cast<const uint4*>(p.kv.v + at);
+        k4 = *reinterpret_cast<const uint4*>(p.kv.k_bf16() + at);
+        v4 = *reinterpret_cast<const uint4*>(p.kv.v_bf16() + at);
       }
       *reinterpret_cast<uint4*>(k_s + j * K_STRIDE + part * 8) = k4;
       *reinterpret_cast<uint4*>(v_s + j * D + part * 8) = v4;

@@ -42,6 +42,7 @@ size_t paged_attention_smem_bytes(int32_t head_dim, int32_t rows);
 // once per device before launching.
 void init_paged_attention(int32_t head_dim, int32_t rows);
 
+// bf16 caches only (8-bit ones take the tensor-core kernel).
 void launch_paged_attention(const attention_params& params, int32_t num_tiles, cudaStream_t stream);
 
 } // namespace kvactor::gpu

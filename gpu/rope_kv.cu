@@ -30,9 +30,14 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
   }
   __syncthreads();
 
-  const int32_t page = p.kv.page_indices[p.kv.page_indptr[p.token_seq[t]] + pos / p.kv.page_size];
-  const size_t slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
   const int num_q = p.num_heads, num_qk = p.num_heads + p.num_kv_heads, num_all = num_qk + p.num_kv_heads;
+  // K and V go to their slot in the page, or to the token's staging row.
+  size_t slot = 0;
+  if (!p.kv_stage) {
+    const int32_t page = p.kv.page_indices[p.kv.page_indptr[p.token_seq[t]] + pos / p.kv.page_size];
+    slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
+  }
+  float* stage = p.kv_stage ? p.kv_stage + size_t(t) * 2 * p.num_kv_heads * hd : nullptr;
   const __nv_bfloat16* row = p.qkv + size_t(t) * num_all * hd;
 
   const int h = blockIdx.y * warps + warp; // the same for the whole warp
@@ -40,8 +45,14 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
   const __nv_bfloat16* src = row + size_t(h) * hd;
   const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
   if (h >= num_qk) { // a v head: bias only
-    __nv_bfloat16* dst = p.kv.v + slot + size_t(h - num_qk) * hd;
-    for (int d = lane; d < hd; d += 32) dst[d] = __float2bfloat16(__bfloat162float(src[d]) + (bias ? bias[d] : 0.0f));
+    const int v_head = h - num_qk;
+    for (int d = lane; d < hd; d += 32) {
+      const float x = __bfloat162float(src[d]) + (bias ? bias[d] : 0.0f);
+      if (stage)
+        stage[size_t(p.num_kv_heads + v_head) * hd + d] = x;
+      else
+        p.kv.v_bf16()[slot + size_t(v_head) * hd + d] = __float2bfloat16(x);
+    }
     return;
   }
   float sum_sq = 0.0f;
@@ -55,15 +66,23 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
   float inv = 1.0f;
   if (norm) inv = 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps);
   __syncwarp(); // rotation pairs d with d + half, written by another lane
-  __nv_bfloat16* dst = is_q ? p.q_out + (size_t(t) * p.num_heads + h) * hd : p.kv.k + slot + size_t(h - num_q) * hd;
+  float* staged = !is_q && stage ? stage + size_t(h - num_q) * hd : nullptr;
+  __nv_bfloat16* dst = is_q ? p.q_out + (size_t(t) * p.num_heads + h) * hd
+                            : (staged ? nullptr : p.kv.k_bf16() + slot + size_t(h - num_q) * hd);
   for (int i = lane; i < half; i += 32) {
     float a = head_s[i], b = head_s[i + half];
     if (norm) {
       a = (a * inv) * norm[i];
       b = (b * inv) * norm[i + half];
     }
-    dst[i] = __float2bfloat16(a * cos_s[i] - b * sin_s[i]);
-    dst[i + half] = __float2bfloat16(b * cos_s[i] + a * sin_s[i]);
+    const float lo = a * cos_s[i] - b * sin_s[i], hi = b * cos_s[i] + a * sin_s[i];
+    if (staged) {
+      staged[i] = lo;
+      staged[i + half] = hi;
+    } else {
+      dst[i] = __float2bfloat16(lo);
+      dst[i + half] = __float2bfloat16(hi);
+    }
   }
 }
 

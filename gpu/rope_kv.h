@@ -10,7 +10,9 @@ namespace kvactor::gpu {
 
 // Everything between the fused QKV GEMM and attention, per token: add the
 // biases, RMSNorm each q and k head (Qwen3), rotate q and k (RoPE,
-// rotate_half convention), write q out and K, V into the token's cache slot.
+// rotate_half convention), write q out and K, V into the token's cache slot
+// (bf16) or, for an 8-bit cache, into `kv_stage` in fp32 for
+// launch_kv_quantize to store.
 struct rope_kv_params {
   const __nv_bfloat16* qkv = nullptr; // [num_tokens, q_dim + 2 kv_dim]: q heads, k heads, v heads
   const float* qkv_bias = nullptr;    // [q_dim + 2 kv_dim] or null
@@ -19,7 +21,8 @@ struct rope_kv_params {
   const double* inv_freq = nullptr;   // [head_dim / 2]
   const int32_t* positions = nullptr; // [num_tokens]; -1 marks a padding row, skipped
   const int32_t* token_seq = nullptr; // [num_tokens]
-  paged_kv_view kv;                   // receives K and V
+  paged_kv_view kv;                   // receives K and V (bf16)
+  float* kv_stage = nullptr;          // [num_tokens, 2, num_kv_heads, head_dim], else receives them
   __nv_bfloat16* q_out = nullptr;     // [num_tokens, num_heads, head_dim]
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;

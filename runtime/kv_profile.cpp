@@ -135,13 +135,22 @@ std::vector<kv_profile_row> profile_kv(const model_config& config, const profile
       throw error("profile: sequence length " + std::to_string(n) + " leaves nothing to prefill before its " +
                   std::to_string(o.decode_tokens) + " decoded tokens");
 
-  // A first pass touches every weight, so that no row counts them.
+  // A first pass touches every weight, so that no row counts them. Then
+  // what a backend takes besides its KV cache (its scratch: on a GPU the
+  // executor's activations and workspace), from one of a single page.
   {
     kv_profile_options warm = o;
     warm.batch = 1;
     warm.decode_tokens = 1;
     profiled_backend tiny = make(1, o.page_size);
     run_row(*tiny.model, 1, 2, warm, meter);
+  }
+  int64_t backend_overhead = 0;
+  {
+    return_freed_memory();
+    const int64_t before = meter.current();
+    profiled_backend tiny = make(1, o.page_size);
+    backend_overhead = meter.current() - before - (tiny.kv_element_bytes + tiny.kv_scale_bytes);
   }
 
   std::vector<kv_profile_row> rows;
@@ -161,6 +170,7 @@ std::vector<kv_profile_row> profile_kv(const model_config& config, const profile
       r.allocated_bytes = made.kv_element_bytes;
       r.allocated_scale_bytes = made.kv_scale_bytes;
       r.resident_after_alloc = meter.current() - before;
+      r.measured_kv_bytes = r.resident_after_alloc - backend_overhead;
       const auto t0 = std::chrono::steady_clock::now();
       run_row(*made.model, o.batch, seq_len, o, meter);
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

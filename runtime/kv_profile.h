@@ -89,6 +89,7 @@ struct kv_profile_row {
   int64_t allocated_bytes = 0;     // the backend's KV elements: pages x page bytes
   int64_t allocated_scale_bytes = 0;
   int64_t resident_after_alloc = 0; // meter: after the backend is made, less before
+  int64_t measured_kv_bytes = 0;    // that, less what a one-page backend takes beyond its page
   int64_t peak_during_run = 0;      // meter: peak over prefill and decode, less before
   double seconds = 0;               // prefill + decode
 };

@@ -38,6 +38,9 @@
 #include "gpu/gemv.h"
 #include "gpu/paged_attention.h"
 #include "gpu/random_fill.h"
+#include "gpu/rms_norm.h"
+#include "gpu/rope_kv.h"
+#include "gpu/silu_mul.h"
 #include "gpu/sampling.h"
 #include "runtime/error.h"
 #include "runtime/model_config.h"
@@ -271,6 +274,55 @@ void projections(bench_setup& b, cudaStream_t stream) {
 // One layer's attention: the decode kernel over 256 sequences at context 640
 // and over one at 1024, and the prefill kernels for the last chunk of the
 // 8192-token prompt (2048 new tokens after 6144 cached).
+// The memory-bound kernels of a 2048-token prefill chunk, one layer's
+// worth each: the bytes they must move against the copy bandwidth.
+void pointwise(bench_setup& b, cudaStream_t stream) {
+  std::printf("pointwise kernels at 2048 tokens, effective bandwidth (GB/s)\n");
+  const model_config& c = b.model->config();
+  const int64_t m = 2048, h = c.hidden_size, inter = c.intermediate_size, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  device_buffer<float> residual(size_t(m * h));
+  device_buffer<bf16> delta(size_t(m * h)), normed(size_t(m * h)), gate_up(size_t(m * 2 * inter)),
+      act(size_t(m * inter)), qkv(size_t(m * qkv_dim)), q(size_t(m * c.q_dim()));
+  gpu::fill_random(delta.get(), delta.size(), 0.0f, 1.0f, 21, stream);
+  gpu::fill_random(gate_up.get(), gate_up.size(), 0.0f, 1.0f, 22, stream);
+  gpu::fill_random(qkv.get(), qkv.size(), 0.0f, 1.0f, 23, stream);
+  KVACTOR_CUDA_CHECK(cudaMemsetAsync(residual.get(), 0, residual.size() * sizeof(float), stream));
+  const float* norm_weight = b.model->weights().layers[0].input_norm.get();
+  const double norm_ms = time_ms(stream, 3, 32, [&](int) {
+    gpu::launch_add_rms_norm(nullptr, residual.get(), delta.get(), true, norm_weight, normed.get(), int32_t(m),
+                             int32_t(h), c.rms_norm_eps, stream);
+  });
+  record("pointwise_add_rms_norm_m2048_GBps", double(m * h * (4 + 2 + 4 + 2)) / (norm_ms * 1e-3) / 1e9);
+  const double silu_ms = time_ms(stream, 3, 32, [&](int) {
+    gpu::launch_silu_mul(gate_up.get(), act.get(), int32_t(m), int32_t(inter), stream);
+  });
+  record("pointwise_silu_mul_m2048_GBps", double(m * inter * (4 + 2)) / (silu_ms * 1e-3) / 1e9);
+  forward_batch f;
+  f.seqs.push_back({std::vector<int32_t>(size_t(m), 1), 0, pages_from(0, int32_t(m) / b.page_size), false});
+  gpu::batch_plan plan;
+  gpu::build_batch_plan(f, c.vocab_size, b.model->layout(), 1, plan);
+  device_buffer<int32_t> meta(plan.data.size());
+  KVACTOR_CUDA_CHECK(cudaMemcpy(meta.get(), plan.data.data(), plan.data.size() * 4, cudaMemcpyHostToDevice));
+  gpu::rope_kv_params r;
+  r.qkv = qkv.get();
+  r.inv_freq = b.model->inv_freq();
+  r.positions = meta.get() + plan.positions;
+  r.token_seq = meta.get() + plan.token_seq;
+  r.kv = b.model->kv_view(0);
+  r.kv.page_indptr = meta.get() + plan.page_indptr;
+  r.kv.page_indices = meta.get() + plan.page_indices;
+  r.q_out = q.get();
+  r.num_heads = c.num_heads;
+  r.num_kv_heads = c.num_kv_heads;
+  r.head_dim = c.head_dim;
+  r.eps = c.rms_norm_eps;
+  const double rope_ms = time_ms(stream, 3, 32, [&](int) { gpu::launch_rope_kv(r, int32_t(m), stream); });
+  record("pointwise_rope_kv_m2048_GBps", double(m * (qkv_dim + qkv_dim) * 2) / (rope_ms * 1e-3) / 1e9);
+  // Per 8192-token prefill: two norms, one SiLU-mul and one RoPE/KV write
+  // per layer and chunk.
+  record("pointwise_prefill_8192_ms", 4.0 * double(c.num_layers) * (2 * norm_ms + silu_ms + rope_ms));
+}
+
 void attention(bench_setup& b, cudaStream_t stream, int32_t num_sms) {
   std::printf("attention, one layer\n");
   const model_config& c = b.model->config();
@@ -282,14 +334,9 @@ void attention(bench_setup& b, cudaStream_t stream, int32_t num_sms) {
   gpu::fill_random(q.get(), q.size(), 0.0f, 1.0f, 12, stream);
   gpu::batch_plan plan;
   const auto view = [&](const device_buffer<int32_t>& meta, int32_t layer) {
-    gpu::paged_kv_view v;
-    v.k = b.model->kv() + layout.offset(layer, 0, 0, 0);
-    v.v = b.model->kv() + layout.offset(layer, 1, 0, 0);
+    gpu::paged_kv_view v = b.model->kv_view(layer);
     v.page_indptr = meta.get() + plan.page_indptr;
     v.page_indices = meta.get() + plan.page_indices;
-    v.page_size = layout.page_size;
-    v.num_kv_heads = layout.num_kv_heads;
-    v.head_dim = layout.head_dim;
     return v;
   };
   const auto upload = [&] {
@@ -485,7 +532,7 @@ int main(int argc, char** argv) try {
   auto t0 = clock_type::now();
   b.model = cuda_model::random(config, 5, num_pages, b.page_size);
   // Random K/V everywhere: decode at any context reads finite values.
-  gpu::fill_random(b.model->kv(), b.model->layout().total_elems(), 0.0f, 1.0f, 6, nullptr);
+  gpu::fill_random(static_cast<bf16*>(b.model->kv()), b.model->layout().total_elems(), 0.0f, 1.0f, 6, nullptr);
   KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
   std::printf("model: %zu parameters, %.2f GB of matrices read per decode step, %d KV pages; ready in %.1f s\n",
               b.model->parameter_count(), double(b.model->decode_weight_bytes()) / 1e9, num_pages, seconds_since(t0));
@@ -511,6 +558,7 @@ int main(int argc, char** argv) try {
   record("decode_b256_ctx640_tuned_ms", decode(b, tuned, big_batch, decode_context, decode_steps, true, pages_each));
   record("decode_b32_ctx1024_ms", decode(b, ex, 32, 1024, 32, true, 1024 / b.page_size + 10));
   projections(b, stream.get());
+  pointwise(b, stream.get());
   sampling(b, stream.get());
   attention(b, stream.get(), props.multiProcessorCount);
 

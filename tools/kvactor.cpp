@@ -1,5 +1,6 @@
 // kvactor: the engine from the command line, one request at a time on the CPU
-// backend. Subcommands: generate, tokenize, detokenize, kv-budget, profile.
+// backend. Subcommands: generate, tokenize, detokenize, kv-budget, profile
+// (also on the GPU, in a build with CUDA).
 #include <chrono>
 #include <cmath>
 #include <climits>
@@ -23,6 +24,10 @@
 #include "runtime/tokenizer.h"
 #include "tools/plot/chart.h"
 
+#ifdef KVACTOR_HAVE_CUDA
+#include "gpu/cuda_profile.h"
+#endif
+
 namespace {
 
 using namespace kvactor;
@@ -36,10 +41,12 @@ constexpr const char* usage = R"(usage:
   kvactor kv-budget  [--model DIR] --seq N [--batch B] [--kv-dtype bf16|fp16|fp32|fp8|int8]
                      [--page-size P]
   kvactor profile    [--model DIR] --seq-lens N,N,... [--batch B] [--kv-dtype f32|bf16|fp8|int8]
-                     [--dummy] [--seed S] [--page-size P] [--chunk C] [--threads N] [--png FILE]
+                     [--device cpu|cuda] [--dummy] [--seed S] [--page-size P] [--chunk C]
+                     [--threads N] [--png FILE]
                      KV memory by the formula and measured (resident memory around a
-                     fresh CPU backend prefilling and decoding each length); a table
-                     on stdout and a plot in FILE (default kv_profile.png)
+                     fresh CPU backend, or device memory around a fresh KV cache and
+                     executor on the GPU, prefilling and decoding each length); a
+                     table on stdout and a plot in FILE (default kv_profile.png)
 With no --model, the embedded default model is used.
 )";
 
@@ -246,31 +253,52 @@ std::vector<int32_t> parse_lengths(const std::string& text) {
 }
 
 int cmd_profile(const options& o) {
-  o.allow({"--model", "--seq-lens", "--batch", "--kv-dtype", "--dummy", "--seed", "--page-size", "--chunk",
+  o.allow({"--model", "--seq-lens", "--batch", "--kv-dtype", "--device", "--dummy", "--seed", "--page-size", "--chunk",
            "--threads", "--png"});
+  const std::string device = o.str("--device", "cpu");
+  if (device != "cpu" && device != "cuda") throw usage_error("--device must be cpu or cuda");
+#ifndef KVACTOR_HAVE_CUDA
+  if (device == "cuda") throw usage_error("--device cuda: this build has no CUDA backend");
+#endif
   if (!o.has("--seq-lens")) throw usage_error("profile needs --seq-lens, e.g. --seq-lens 512,2048,8192");
   kv_profile_options po;
   po.seq_lens = parse_lengths(o.str("--seq-lens"));
   po.batch = o.num<int32_t>("--batch", 1);
   po.page_size = o.num<int32_t>("--page-size", 16);
   po.prefill_chunk = o.num<int32_t>("--chunk", 512);
-  const auto format = parse_kv_format(o.str("--kv-dtype", "f32"));
+  const auto format = parse_kv_format(o.str("--kv-dtype", device == "cpu" ? "f32" : "bf16"));
   if (!format) throw usage_error("--kv-dtype must be one of f32, bf16, fp8, int8");
+  if (device == "cuda" && *format == kv_format::f32) throw usage_error("--device cuda stores bf16, fp8 or int8");
   po.format = *format;
   if (po.batch <= 0 || po.page_size <= 0 || po.prefill_chunk <= 0)
     throw usage_error("--batch, --page-size and --chunk must be positive");
 
   const std::string dir = model_dir(o);
-  const loaded_model model = o.has("--dummy") ? make_dummy_model(load_model_dir_config(dir), o.num<uint64_t>("--seed", 0))
-                                              : load_model(dir);
-  const model_config& c = model.config;
+  const uint64_t seed = o.num<uint64_t>("--seed", 0);
+  const model_config c = load_model_dir_config(dir);
   for (int32_t n : po.seq_lens)
     if (n > c.max_position_embeddings)
       std::fprintf(stderr, "note: %d tokens exceed the model's %d-token context; the memory is measured all the same\n",
                    n, c.max_position_embeddings);
 
-  rss_meter meter;
-  const auto rows = profile_kv(c, cpu_profile_backend(model, po.format, o.num<int32_t>("--threads", 0)), meter, po);
+  std::vector<kv_profile_row> rows;
+  std::string meter_name;
+  if (device == "cpu") {
+    const loaded_model model = o.has("--dummy") ? make_dummy_model(c, seed) : load_model(dir);
+    rss_meter meter;
+    rows = profile_kv(c, cpu_profile_backend(model, po.format, o.num<int32_t>("--threads", 0)), meter, po);
+    meter_name = meter.name();
+  } else {
+#ifdef KVACTOR_HAVE_CUDA
+    // Weights once (drawn on the device with --dummy); each row a new cache.
+    auto weights = std::make_shared<const gpu::device_weights>(
+        o.has("--dummy") ? gpu::random_weights(c, seed)
+                         : gpu::upload_weights(c, gpu::host_tensors(load_weight_views(dir, c))));
+    device_memory_meter meter;
+    rows = profile_kv(c, cuda_profile_backend(c, weights, po.format), meter, po);
+    meter_name = meter.name();
+#endif
+  }
 
   const std::string dt(kv_format_name(po.format));
   std::printf("model: %s, %d layers x %d kv heads x head_dim %d, kv dtype %s, batch %d, pages of %d tokens\n",
@@ -280,36 +308,43 @@ int cmd_profile(const options& o) {
               po.format == kv_format::fp8    ? " (+ fp32 scales per page and kv head)"
               : po.format == kv_format::int8 ? " (+ fp32 scales per token and kv head)"
                                              : "");
-  std::printf("%8s %8s %14s %12s %14s %18s %18s %9s\n", "seq", "pages", "formula KV", "scales", "allocated KV",
-              "resident after", "peak during run", "seconds");
+  std::printf("%8s %8s %14s %12s %14s %14s %18s %18s %9s\n", "seq", "pages", "formula KV", "scales", "allocated KV",
+              "measured KV", "resident after", "peak during run", "seconds");
   for (const auto& r : rows)
-    std::printf("%8d %8d %14s %12s %14s %18s %18s %9.2f\n", r.seq_len, r.pages,
+    std::printf("%8d %8d %14s %12s %14s %14s %18s %18s %9.2f\n", r.seq_len, r.pages,
                 human_bytes(double(r.formula_bytes)).c_str(), human_bytes(double(r.formula_scale_bytes)).c_str(),
                 human_bytes(double(r.allocated_bytes + r.allocated_scale_bytes)).c_str(),
-                human_bytes(double(r.resident_after_alloc)).c_str(), human_bytes(double(r.peak_during_run)).c_str(),
-                r.seconds);
+                human_bytes(double(r.measured_kv_bytes)).c_str(), human_bytes(double(r.resident_after_alloc)).c_str(),
+                human_bytes(double(r.peak_during_run)).c_str(), r.seconds);
   std::printf("(allocated KV: whole pages, scales included; resident after: the %s memory gained by making the\n"
-              " backend; peak during run: over prefill and decode; both less the memory before the backend)\n",
-              meter.name().c_str());
+              " backend; measured KV: that less what a one-page backend takes beyond its page (its scratch);\n"
+              " peak during run: over prefill and decode; all less the memory before the backend)\n",
+              meter_name.c_str());
 
   auto name = std::filesystem::path(dir).lexically_normal();
   if (name.filename().empty()) name = name.parent_path(); // "models/x/"
   plot::chart chart;
-  chart.title = "KV cache memory: " + name.filename().string() + ", " + dt + ", batch " + std::to_string(po.batch);
+  chart.title = "KV cache memory: " + name.filename().string() + ", " + dt + ", batch " + std::to_string(po.batch) +
+                (device == "cuda" ? ", GPU" : "");
   chart.x_label = "sequence length (tokens)";
   chart.y_label = "bytes";
   chart.log_x = chart.log_y = chart.y_bytes = true;
-  plot::series resident{"resident after allocation"}, peak{"peak during run"}, formula{"formula"},
-      allocated{"allocated (pages)"};
+  plot::series resident, measured, peak, formula, allocated;
+  resident.label = "resident after allocation";
+  measured.label = "measured KV (less the backend's scratch)";
+  peak.label = "peak during run";
+  formula.label = "formula";
+  allocated.label = "allocated (pages)";
   allocated.dots = true;
   for (const auto& r : rows) {
     const double x = r.seq_len;
     resident.points.emplace_back(x, double(r.resident_after_alloc));
+    measured.points.emplace_back(x, double(r.measured_kv_bytes));
     peak.points.emplace_back(x, double(r.peak_during_run));
     formula.points.emplace_back(x, double(r.formula_bytes + r.formula_scale_bytes));
     allocated.points.emplace_back(x, double(r.allocated_bytes + r.allocated_scale_bytes));
   }
-  chart.lines = {resident, peak, formula, allocated}; // the formula and allocation drawn last, on top
+  chart.lines = {resident, peak, measured, formula, allocated}; // the formula and allocation drawn last, on top
   plot::canvas canvas(900, 560);
   plot::draw_chart(canvas, {0, 8, canvas.width() - 8, canvas.height() - 8}, chart);
   const std::string png = o.str("--png", "kv_profile.png");

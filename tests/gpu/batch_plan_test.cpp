@@ -85,7 +85,7 @@ TEST_CASE("invalid input throws a clear error") {
   CHECK_THROWS_WITH_AS(run({-1}, 0, {0}), doctest::Contains("token id -1"), error);
   CHECK_THROWS_WITH_AS(run({1, 2, 3, 4, 5}, 0, {0}), doctest::Contains("page table has 1 pages"), error);
   CHECK_THROWS_WITH_AS(run({1}, 4, {0}), doctest::Contains("need 2"), error);
-  CHECK_THROWS_WITH_AS(run({1}, 0, {32}), doctest::Contains("page id 32 is outside [0, 32)"), error);
+  CHECK_THROWS_WITH_AS(run({1}, 0, {32}), doctest::Contains("page id 32 at index 0 is outside [0, 32)"), error);
   CHECK_THROWS_WITH_AS(run({}, 0, {0}), doctest::Contains("no new tokens"), error);
   CHECK_THROWS_WITH_AS(run({1}, -1, {0}), doctest::Contains("negative start_pos"), error);
 }
@@ -154,4 +154,28 @@ TEST_CASE("a decode plan pads to its rows and keeps every offset fixed") {
   CHECK_THROWS_AS(build_decode_plan(chunk, 100, layout, 1, 8, p), error); // two new tokens
   one.seqs[0].page_table = {5};
   CHECK_THROWS_WITH_AS(build_decode_plan(one, 100, layout, 1, 8, p), doctest::Contains("page table has 1 pages"), error);
+}
+
+TEST_CASE("pages released behind a sliding window pass as -1; one the step attends to is refused") {
+  // Window 6, pages of 4: a step starting at position 13 sees keys from 8 on,
+  // so pages 0 and 1 (positions 0..7) may be released, page 2 may not.
+  batch_plan p;
+  const auto plan = [&](std::vector<int32_t> pages, int32_t start, int32_t window, bool decode) {
+    forward_batch batch;
+    batch.seqs.push_back({{1}, start, std::move(pages), true});
+    if (decode)
+      build_decode_plan(batch, 100, layout, 2, 2, p, {}, window);
+    else
+      build_batch_plan(batch, 100, layout, 4, p, {}, window);
+  };
+  for (bool decode : {false, true}) {
+    CAPTURE(decode);
+    plan({-1, -1, 5, 6}, 13, 6, decode);
+    CHECK(slice(p, p.page_indices, 4) == std::vector<int32_t>{-1, -1, 5, 6});
+    CHECK_THROWS_WITH_AS(plan({-1, -1, -1, 6}, 13, 6, decode),
+                         doctest::Contains("page id -1 at index 2 is outside [0, 32) (released, but the step attends to it)"),
+                         error);
+    // Without a window nothing may be released.
+    CHECK_THROWS_WITH_AS(plan({-1, -1, 5, 6}, 13, 0, decode), doctest::Contains("page id -1 at index 0"), error);
+  }
 }

@@ -328,6 +328,7 @@ TEST_CASE("device cuda sizes the KV cache from gpu_memory_fraction once weights 
   c.gpu_memory_fraction = 0.3;
   c.streams = 2;
   std::vector<std::string> log;
+  int64_t bf16_pages = 0;
   {
     cuda_engine e(c, &log);
     // NOTE: the stats' page counts come with the KV cache's replies, so
@@ -343,6 +344,7 @@ TEST_CASE("device cuda sizes the KV cache from gpu_memory_fraction once weights 
     size_t free_after = 0;
     REQUIRE(cudaMemGetInfo(&free_after, &total) == cudaSuccess);
     CHECK(double(total - free_after) <= 0.3 * double(total));
+    bf16_pages = s.kv_cache_bytes / int64_t(page_bytes);
     summary("KV cache at gpu_memory_fraction 0.3 with 2 streams: " + std::to_string(s.kv_cache_bytes / int64_t(page_bytes)) + " pages, " +
             std::to_string(kv / double(size_t(1) << 30)) + " GiB of a budget of " +
             std::to_string(budget / double(size_t(1) << 30)) + " GiB; in use after " +
@@ -360,8 +362,35 @@ TEST_CASE("device cuda sizes the KV cache from gpu_memory_fraction once weights 
   c.gpu_memory_fraction = 1e-4;
   CHECK_THROWS_WITH_AS(cuda_engine{c}, doctest::Contains("leaves no room for the KV cache"), error);
   c.gpu_memory_fraction = 0.3;
-  c.kv_dtype = "fp8";
-  CHECK_THROWS_WITH_AS(cuda_engine{c}, doctest::Contains("kv.dtype \"fp8\" is not available on the GPU"), error);
+  c.kv_dtype = "f32";
+  CHECK_THROWS_WITH_AS(cuda_engine{c}, doctest::Contains("kv.dtype \"f32\" is not available on the GPU"), error);
+
+  // 8-bit KV: twice the pages at the same memory (their scales on top), and
+  // the engine serves from them.
+  std::string line = "8-bit KV at gpu_memory_fraction 0.3 (bf16: " + std::to_string(bf16_pages) + " pages):";
+  for (const char* dtype : {"fp8", "int8"}) {
+    CAPTURE(dtype);
+    c.kv_dtype = dtype;
+    std::vector<std::string> lines;
+    cuda_engine e(c, &lines);
+    const int64_t pages = e.stats().kv_cache_bytes / int64_t(page_bytes / 2);
+    CHECK(double(pages) >= 2.0 * double(bf16_pages) * 0.99);
+    CHECK(double(pages) <= 2.0 * double(bf16_pages) * 1.01);
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[1].find(std::string(" ") + dtype + " (scales ") != std::string::npos);
+    generate_request r;
+    r.prompt_tokens = {0, 40, 41, 42, 43, 44, 45, 46, 47, 48};
+    r.sampling.temperature = 0;
+    r.max_tokens = 300;
+    r.ignore_eos = true;
+    const auto outputs = e.run({r, r});
+    REQUIRE(outputs.size() == 2);
+    CHECK(outputs[0].size() == 300);
+    CHECK(outputs[0] == outputs[1]);
+    line += " " + std::string(dtype) + " " + std::to_string(pages) + " pages (" +
+            std::to_string(double(pages) / double(bf16_pages)) + "x);";
+  }
+  summary(line);
 }
 
 TEST_CASE("dummy weights of a full shape are drawn on the device, with no host copy") {

@@ -2,7 +2,8 @@
 // drawn fresh on every run (the seed is printed with a failure):
 // tensor-core attention vs the general attention kernel, split-KV decode
 // attention vs the general kernel with and without splits, GEMV vs float64,
-// GPU sampling vs the CPU sampler.
+// GPU sampling vs the CPU sampler; 8-bit KV writes vs the CPU's
+// quantization, 8-bit KV reads vs the same kernels on the dequantized values.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <doctest/doctest.h>
@@ -22,9 +23,11 @@
 #include "gpu/device_buffer.h"
 #include "gpu/flash_attention.h"
 #include "gpu/gemv.h"
+#include "gpu/kv_quantize.h"
 #include "gpu/paged_attention.h"
 #include "gpu/sampling.h"
 #include "runtime/dtype.h"
+#include "runtime/kv_quant.h"
 #include "runtime/sampler.h"
 
 using namespace kvactor;
@@ -127,10 +130,62 @@ struct attention_fixture {
     q = upload<bf16>(random_bf16(size_t(batch.num_tokens()) * s.num_heads * s.head_dim, 3.0f, rng));
   }
 
+  // Makes the cache `f` (fp8 or int8): random K/V quantized as the CPU
+  // backend does (fp8 pages written slot by slot, with magnitudes that grow
+  // within a page, so that scales grow and slots are requantized), and `kv`
+  // becomes its dequantized values in bf16. read_as then picks which one the
+  // kernels read.
+  void quantize(kv_format f, std::mt19937& rng) {
+    const int32_t H = layout.num_kv_heads, D = layout.head_dim;
+    std::vector<uint8_t> bytes(kv_element_bytes(layout, f));
+    std::vector<float> scales(kv_scale_count(layout, f));
+    std::vector<uint16_t> plain(layout.total_elems());
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(D));
+    for (int32_t which = 0; which < 2; ++which)
+      for (int32_t page = 0; page < layout.num_pages; ++page)
+        for (int32_t head = 0; head < H; ++head)
+          for (int32_t slot = 0; slot < layout.page_size; ++slot) {
+            const float magnitude = slot % 5 == 4 ? 8.0f * float(slot) : 1.0f;
+            for (float& e : x) e = u(rng) * magnitude;
+            const size_t at = layout.offset(0, which, page, slot) + size_t(head) * D;
+            const size_t s = kv_scale_index(layout, f, 0, which, page, slot, head);
+            if (f == kv_format::fp8)
+              fp8_write_token(bytes.data() + layout.offset(0, which, page, 0) + size_t(head) * D, size_t(H) * D, slot,
+                              x.data(), D, scales[s]);
+            else
+              scales[s] = int8_quantize_head(x.data(), D, reinterpret_cast<int8_t*>(bytes.data() + at));
+          }
+    for (int32_t which = 0; which < 2; ++which)
+      for (int32_t page = 0; page < layout.num_pages; ++page)
+        for (int32_t slot = 0; slot < layout.page_size; ++slot)
+          for (int32_t head = 0; head < H; ++head) {
+            const size_t at = layout.offset(0, which, page, slot) + size_t(head) * D;
+            const float scale = scales[kv_scale_index(layout, f, 0, which, page, slot, head)];
+            for (int32_t d = 0; d < D; ++d) {
+              const uint8_t b = bytes[at + size_t(d)];
+              const float value = f == kv_format::fp8 ? fp8_e4m3_to_f32(b) : float(int8_t(b));
+              plain[at + size_t(d)] = f32_to_bf16(value * scale);
+            }
+          }
+    kv = upload<bf16>(plain);
+    kv8 = upload<uint8_t>(bytes);
+    kv_scales = upload<float>(scales);
+    format = f;
+  }
+
   gpu::paged_kv_view view(const gpu::batch_plan& p, const device_buffer<int32_t>& meta) const {
     gpu::paged_kv_view v;
-    v.k = kv.get() + layout.offset(0, 0, 0, 0);
-    v.v = kv.get() + layout.offset(0, 1, 0, 0);
+    if (read_as != kv_format::bf16) {
+      v.k = kv8.get() + layout.offset(0, 0, 0, 0);
+      v.v = kv8.get() + layout.offset(0, 1, 0, 0);
+      v.k_scale = kv_scales.get() + kv_scale_index(layout, read_as, 0, 0, 0, 0, 0);
+      v.v_scale = kv_scales.get() + kv_scale_index(layout, read_as, 0, 1, 0, 0, 0);
+      v.format = read_as;
+    } else {
+      v.k = kv.get() + layout.offset(0, 0, 0, 0);
+      v.v = kv.get() + layout.offset(0, 1, 0, 0);
+    }
     v.page_indptr = meta.get() + p.page_indptr;
     v.page_indices = meta.get() + p.page_indices;
     v.page_size = layout.page_size;
@@ -205,6 +260,10 @@ struct attention_fixture {
   kv_layout layout;
   forward_batch batch;
   device_buffer<bf16> kv;
+  device_buffer<uint8_t> kv8;      // after quantize(): the 8-bit cache
+  device_buffer<float> kv_scales;  // and its scales
+  kv_format format = kv_format::bf16;  // what quantize() made
+  kv_format read_as = kv_format::bf16; // what the kernels read
   device_buffer<bf16> q; // [tokens, num_heads, head_dim]
 };
 
@@ -323,6 +382,136 @@ TEST_CASE("split-KV decode attention matches the general kernel, split or not") 
     line += ", " + shape_name(shape) + ": " + fixed(e1) + "/" + fixed(e8) + "/" + fixed(e32) + "; " + fixed(e81);
   }
   summary(line);
+}
+
+TEST_CASE("attention over 8-bit KV equals attention over its dequantized bf16 values, bit for bit") {
+  // Tensor-core (prefill and mixed) and split-KV decode kernels: each reads
+  // an fp8 / int8 cache and the same values dequantized to bf16; both must
+  // give the same bits, as the 8-bit paths only change where the bf16
+  // values come from.
+  const std::vector<std::pair<int32_t, int32_t>> mixed{{0, 150}, {37, 70}, {300, 1}, {0, 5}, {129, 64}};
+  const std::vector<std::pair<int32_t, int32_t>> decode{{63, 1}, {64, 1}, {1000, 1}, {0, 1}, {2047, 1}};
+  std::string line = "8-bit KV attention equal to bf16 of its values:";
+  for (const attention_shape& shape : attention_shapes) {
+    const int32_t group = shape.num_heads / shape.num_kv_heads;
+    if (!gpu::flash_attention_supports(shape.head_dim, group)) continue;
+    for (kv_format f : {kv_format::fp8, kv_format::int8}) {
+      const uint32_t seed = fresh_seed();
+      CAPTURE(seed);
+      CAPTURE(shape_name(shape));
+      CAPTURE(kv_format_name(f));
+      std::mt19937 rng(seed);
+      attention_fixture prefill(shape, mixed, rng);
+      prefill.quantize(f, rng);
+      const auto want = prefill.general(true);
+      prefill.read_as = f;
+      const auto got = prefill.general(true);
+      CHECK(got == want);
+      bool decode_same = true;
+      if (gpu::decode_attention_supports(shape.head_dim, group)) {
+        attention_fixture dec(shape, decode, rng);
+        dec.quantize(f, rng);
+        const auto want_1 = dec.decode(8, 1, 64), want_8 = dec.decode(8, 8, 16);
+        dec.read_as = f;
+        decode_same = dec.decode(8, 1, 64) == want_1 && dec.decode(8, 8, 16) == want_8;
+        CHECK(decode_same);
+      }
+      line += " " + shape_name(shape) + " " + std::string(kv_format_name(f)) +
+              (got == want && decode_same ? " identical," : " DIFFERENT,");
+    }
+  }
+  summary(line);
+}
+
+TEST_CASE("8-bit KV writes store what the CPU backend stores, bit for bit") {
+  // Two launches over one cache: the first writes the start of two
+  // sequences, the second continues them mid-page and adds a third whose
+  // prompt spans three pages. Magnitudes grow within pages, so fp8 scales
+  // grow and earlier slots are requantized, across launches too. The CPU
+  // side applies fp8_write_token / int8_quantize_head token by token.
+  for (kv_format f : {kv_format::fp8, kv_format::int8}) {
+    for (auto [heads, dim] : {std::pair{2, 64}, std::pair{1, 128}}) {
+      const uint32_t seed = fresh_seed();
+      CAPTURE(seed);
+      CAPTURE(kv_format_name(f));
+      CAPTURE(dim);
+      std::mt19937 rng(seed);
+      const kv_layout layout{1, 12, 16, heads, dim};
+      const size_t slot_stride = size_t(heads) * dim;
+      std::vector<uint8_t> want(kv_element_bytes(layout, f), 0xff);
+      std::vector<float> want_scales(kv_scale_count(layout, f), std::numeric_limits<float>::quiet_NaN());
+      auto bytes = upload<uint8_t>(want);
+      auto scales = upload<float>(want_scales);
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      int32_t requantized = 0;
+      const auto launch = [&](const forward_batch& batch) {
+        gpu::batch_plan p;
+        gpu::build_batch_plan(batch, 1 << 20, layout, 1, p);
+        const int32_t n = batch.num_tokens();
+        std::vector<float> stage(size_t(n) * 2 * slot_stride);
+        int32_t t = 0;
+        for (const seq_step& q : batch.seqs)
+          for (size_t i = 0; i < q.tokens.size(); ++i, ++t) {
+            const int32_t pos = q.start_pos + int32_t(i), slot = pos % layout.page_size;
+            const int32_t page = q.page_table[size_t(pos / layout.page_size)];
+            for (int32_t which = 0; which < 2; ++which)
+              for (int32_t head = 0; head < heads; ++head) {
+                float* x = stage.data() + (size_t(t) * 2 + which) * slot_stride + size_t(head) * dim;
+                const float magnitude = slot % 6 == 5 ? 4.0f * float(slot) : 1.0f;
+                for (int32_t d = 0; d < dim; ++d) x[d] = u(rng) * magnitude;
+                float& scale = want_scales[kv_scale_index(layout, f, 0, which, page, slot, head)];
+                if (f == kv_format::fp8)
+                  requantized += fp8_write_token(want.data() + layout.offset(0, which, page, 0) + size_t(head) * dim,
+                                                 slot_stride, slot, x, dim, scale);
+                else
+                  scale = int8_quantize_head(
+                      x, dim, reinterpret_cast<int8_t*>(want.data() + layout.offset(0, which, page, slot) + size_t(head) * dim));
+              }
+          }
+        const auto meta = upload<int32_t>(p.data);
+        const auto staged = upload<float>(stage);
+        gpu::kv_quantize_params k;
+        k.stage = staged.get();
+        k.positions = meta.get() + p.positions;
+        k.token_seq = meta.get() + p.token_seq;
+        k.kv.k = bytes.get() + layout.offset(0, 0, 0, 0);
+        k.kv.v = bytes.get() + layout.offset(0, 1, 0, 0);
+        k.kv.k_scale = scales.get() + kv_scale_index(layout, f, 0, 0, 0, 0, 0);
+        k.kv.v_scale = scales.get() + kv_scale_index(layout, f, 0, 1, 0, 0, 0);
+        k.kv.page_indptr = meta.get() + p.page_indptr;
+        k.kv.page_indices = meta.get() + p.page_indices;
+        k.kv.page_size = layout.page_size;
+        k.kv.num_kv_heads = heads;
+        k.kv.head_dim = dim;
+        k.kv.format = f;
+        k.num_tokens = p.num_tokens;
+        gpu::launch_kv_quantize(k, nullptr);
+        KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+      };
+      const auto ones = [](int32_t n) { return std::vector<int32_t>(size_t(n), 1); };
+      forward_batch first, second;
+      first.seqs.push_back({ones(20), 0, {3, 7}, true});     // slots 0..15 of page 3, 0..3 of page 7
+      first.seqs.push_back({ones(35), 0, {0, 1, 2}, true});  // pages 0, 1, 2 (slot 2 last)
+      second.seqs.push_back({ones(9), 20, {3, 7}, true});    // page 7, slots 4..12
+      second.seqs.push_back({ones(1), 35, {0, 1, 2}, true}); // a decode token: page 2, slot 3
+      second.seqs.push_back({ones(41), 0, {9, 5, 11}, true});
+      launch(first);
+      launch(second);
+      const auto got = download(bytes);
+      const auto got_scales = download(scales);
+      size_t differ = 0, scales_differ = 0;
+      for (size_t i = 0; i < got.size(); ++i) differ += got[i] != want[i] ? 1 : 0;
+      for (size_t i = 0; i < got_scales.size(); ++i)
+        scales_differ += !(got_scales[i] == want_scales[i] || (std::isnan(got_scales[i]) && std::isnan(want_scales[i])));
+      CHECK(differ == 0);
+      CHECK(scales_differ == 0);
+      if (f == kv_format::fp8) CHECK(requantized > 0);
+      summary("8-bit KV write " + std::string(kv_format_name(f)) + " d" + std::to_string(dim) + ": " +
+              std::to_string(differ) + " of " + std::to_string(got.size()) + " bytes and " +
+              std::to_string(scales_differ) + " of " + std::to_string(got_scales.size()) +
+              " scales differ from the CPU's (" + std::to_string(requantized) + " requantizations)");
+    }
+  }
 }
 
 TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows, plain and gated") {

@@ -69,6 +69,7 @@ TEST_CASE("measured: the allocation is the formula in whole pages, and it is wha
       CHECK(r.allocated_scale_bytes == kv_formula_scale_bytes(m.config, f, 2, int64_t(r.pages / 2) * 16, 16));
       const int64_t kv = r.allocated_bytes + r.allocated_scale_bytes;
       CHECK(std::llabs(r.resident_after_alloc - kv) <= kv / 20 + mib);
+      CHECK(std::llabs(r.measured_kv_bytes - kv) <= kv / 20 + mib);
       CHECK(r.peak_during_run >= r.resident_after_alloc);
       MESSAGE(kv_format_name(f), " seq ", r.seq_len, " x 2: formula ", r.formula_bytes, " B, allocated ",
               r.allocated_bytes, " + ", r.allocated_scale_bytes, " B in ", r.pages, " pages; resident after allocation ",
