@@ -7,17 +7,36 @@ namespace kvactor::gpu {
 namespace {
 
 constexpr int rope_kv_max_warps = 16;
+// Element pairs a lane holds of each half of a head: head_dim <= 256.
+constexpr int pairs_per_lane = 2;
 
-// One block per (token, group of blockDim.x / 32 heads), one warp per head:
-// a decode step's few tokens still spread over many multiprocessors, while a
-// prefill's many tokens share each token's angles among more heads.
+__device__ __forceinline__ float2 load_pair(const __nv_bfloat16* p, const float* bias, int i) {
+  float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p + i));
+  if (bias) {
+    x.x += bias[i];
+    x.y += bias[i + 1];
+  }
+  return x;
+}
+
+__device__ __forceinline__ void store_pair(__nv_bfloat16* bf, float* f, int i, float a, float b) {
+  if (f)
+    *reinterpret_cast<float2*>(f + i) = make_float2(a, b);
+  else
+    *reinterpret_cast<__nv_bfloat162*>(bf + i) = __floats2bfloat162_rn(a, b);
+}
+
+// One block per token (and, for steps of few tokens, per group of
+// blockDim.x / 32 heads), one warp per head at a time: the token's angles are
+// computed once per block, a decode step's few tokens still spread over many
+// multiprocessors. A lane moves element pairs (4-byte loads): pair i of the
+// first half rotates with pair i of the second.
 __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const rope_kv_params p) {
   extern __shared__ float smem[];
   const int hd = p.head_dim, half = hd / 2;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  float* cos_s = smem;                         // [half]
-  float* sin_s = cos_s + half;                 // [half]
-  float* head_s = sin_s + half + warp * hd;    // [head_dim] this warp's head
+  float* cos_s = smem;         // [half]
+  float* sin_s = cos_s + half; // [half]
 
   const int32_t t = blockIdx.x;
   const int32_t pos = p.positions[t];
@@ -32,56 +51,64 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
 
   const int num_q = p.num_heads, num_qk = p.num_heads + p.num_kv_heads, num_all = num_qk + p.num_kv_heads;
   // K and V go to their slot in the page, or to the token's staging row.
-  size_t slot = 0;
-  if (!p.kv_stage) {
+  __nv_bfloat16 *k_dst = nullptr, *v_dst = nullptr;
+  float *k_stage = nullptr, *v_stage = nullptr;
+  if (p.kv_stage) {
+    k_stage = p.kv_stage + size_t(t) * 2 * p.num_kv_heads * hd;
+    v_stage = k_stage + size_t(p.num_kv_heads) * hd;
+  } else {
     const int32_t page = p.kv.page_indices[p.kv.page_indptr[p.token_seq[t]] + pos / p.kv.page_size];
-    slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
+    const size_t slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
+    k_dst = p.kv.k_bf16() + slot;
+    v_dst = p.kv.v_bf16() + slot;
   }
-  float* stage = p.kv_stage ? p.kv_stage + size_t(t) * 2 * p.num_kv_heads * hd : nullptr;
   const __nv_bfloat16* row = p.qkv + size_t(t) * num_all * hd;
 
-  const int h = blockIdx.y * warps + warp; // the same for the whole warp
-  if (h >= num_all) return;
-  const __nv_bfloat16* src = row + size_t(h) * hd;
-  const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
-  if (h >= num_qk) { // a v head: bias only
-    const int v_head = h - num_qk;
-    for (int d = lane; d < hd; d += 32) {
-      const float x = __bfloat162float(src[d]) + (bias ? bias[d] : 0.0f);
-      if (stage)
-        stage[size_t(p.num_kv_heads + v_head) * hd + d] = x;
-      else
-        p.kv.v_bf16()[slot + size_t(v_head) * hd + d] = __float2bfloat16(x);
+  for (int h = blockIdx.y * warps + warp; h < num_all; h += warps * gridDim.y) { // the same for the whole warp
+    const __nv_bfloat16* src = row + size_t(h) * hd;
+    const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
+    if (h >= num_qk) { // a v head: bias only
+      const size_t at = size_t(h - num_qk) * hd;
+      for (int i = 2 * lane; i < hd; i += 64) {
+        const float2 x = load_pair(src, bias, i);
+        store_pair(v_dst ? v_dst + at : nullptr, v_stage ? v_stage + at : nullptr, i, x.x, x.y);
+      }
+      continue;
     }
-    return;
-  }
-  float sum_sq = 0.0f;
-  for (int d = lane; d < hd; d += 32) {
-    const float x = __bfloat162float(src[d]) + (bias ? bias[d] : 0.0f);
-    head_s[d] = x;
-    sum_sq += x * x;
-  }
-  const bool is_q = h < num_q;
-  const float* norm = is_q ? p.q_norm : p.k_norm;
-  float inv = 1.0f;
-  if (norm) inv = 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps);
-  __syncwarp(); // rotation pairs d with d + half, written by another lane
-  float* staged = !is_q && stage ? stage + size_t(h - num_q) * hd : nullptr;
-  __nv_bfloat16* dst = is_q ? p.q_out + (size_t(t) * p.num_heads + h) * hd
-                            : (staged ? nullptr : p.kv.k_bf16() + slot + size_t(h - num_q) * hd);
-  for (int i = lane; i < half; i += 32) {
-    float a = head_s[i], b = head_s[i + half];
-    if (norm) {
-      a = (a * inv) * norm[i];
-      b = (b * inv) * norm[i + half];
+    float2 lo[pairs_per_lane], hi[pairs_per_lane];
+    float sum_sq = 0.0f;
+#pragma unroll
+    for (int k = 0; k < pairs_per_lane; ++k) {
+      const int i = 2 * (lane + 32 * k);
+      if (i >= half) break;
+      lo[k] = load_pair(src, bias, i);
+      hi[k] = load_pair(src, bias, i + half);
+      sum_sq += lo[k].x * lo[k].x + lo[k].y * lo[k].y + hi[k].x * hi[k].x + hi[k].y * hi[k].y;
     }
-    const float lo = a * cos_s[i] - b * sin_s[i], hi = b * cos_s[i] + a * sin_s[i];
-    if (staged) {
-      staged[i] = lo;
-      staged[i + half] = hi;
-    } else {
-      dst[i] = __float2bfloat16(lo);
-      dst[i + half] = __float2bfloat16(hi);
+    const bool is_q = h < num_q;
+    const float* norm = is_q ? p.q_norm : p.k_norm;
+    const float inv = norm ? 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps) : 1.0f;
+    __nv_bfloat16* dst = nullptr;
+    float* staged = nullptr;
+    if (is_q)
+      dst = p.q_out + (size_t(t) * p.num_heads + h) * hd;
+    else if (k_stage)
+      staged = k_stage + size_t(h - num_q) * hd;
+    else
+      dst = k_dst + size_t(h - num_q) * hd;
+#pragma unroll
+    for (int k = 0; k < pairs_per_lane; ++k) {
+      const int i = 2 * (lane + 32 * k);
+      if (i >= half) break;
+      float a0 = lo[k].x, a1 = lo[k].y, b0 = hi[k].x, b1 = hi[k].y;
+      if (norm) {
+        a0 = (a0 * inv) * norm[i];
+        a1 = (a1 * inv) * norm[i + 1];
+        b0 = (b0 * inv) * norm[i + half];
+        b1 = (b1 * inv) * norm[i + half + 1];
+      }
+      store_pair(dst, staged, i, a0 * cos_s[i] - b0 * sin_s[i], a1 * cos_s[i + 1] - b1 * sin_s[i + 1]);
+      store_pair(dst, staged, i + half, b0 * cos_s[i] + a0 * sin_s[i], b1 * cos_s[i + 1] + a1 * sin_s[i + 1]);
     }
   }
 }
@@ -90,10 +117,13 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
 
 void launch_rope_kv(const rope_kv_params& params, int32_t num_tokens, cudaStream_t stream) {
   if (num_tokens == 0) return;
-  const int warps = num_tokens >= 128 ? rope_kv_max_warps : 4;
-  const size_t smem = sizeof(float) * size_t(params.head_dim) * (1 + warps);
+  // Many tokens: one block per token, looping over its heads. Few: more
+  // blocks per token, so that the step still fills the GPU.
+  const bool many = num_tokens >= 128;
+  const int warps = many ? rope_kv_max_warps : 4;
+  const size_t smem = sizeof(float) * size_t(params.head_dim);
   const int num_all = params.num_heads + 2 * params.num_kv_heads;
-  const dim3 grid(unsigned(num_tokens), unsigned((num_all + warps - 1) / warps));
+  const dim3 grid(unsigned(num_tokens), many ? 1u : unsigned((num_all + warps - 1) / warps));
   rope_kv_kernel<<<grid, 32 * warps, smem, stream>>>(params);
   KVACTOR_CUDA_CHECK_LAUNCH();
 }

@@ -34,12 +34,12 @@ sanitizers=${KVACTOR_GPU_SANITIZERS:-1}
 # KVACTOR_GPU_TESTS="a b" runs those only (a bundle that carries some).
 read -r -a gpu_tests <<<"${KVACTOR_GPU_TESTS:-cuda_backend_test gpu_kernels_test cuda_engine_test}"
 declare -A memcheck_cases=(
-  [cuda_backend_test]='logits match*,a mixed*,invalid*,decode steps*,forward_and_sample*'
+  [cuda_backend_test]='logits match*,a mixed*,invalid*,decode steps*,forward_and_sample*,fp8 and int8*,pages released*'
   [gpu_kernels_test]='*'
   [cuda_engine_test]='')
 declare -A race_cases=(
   [cuda_backend_test]=''
-  [gpu_kernels_test]='tensor-core*,split-KV*,GPU sampling*'
+  [gpu_kernels_test]='tensor-core*,split-KV*,GPU sampling*,attention over 8-bit*,8-bit KV writes*'
   [cuda_engine_test]='')
 
 find_binary() {

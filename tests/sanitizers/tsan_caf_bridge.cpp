@@ -112,11 +112,17 @@ int scheduled_resume_thunk(void* resumable, void* unit, unsigned long max_throug
   return r;
 }
 
+// NOTE: released after each message as well, not only when resume()
+// returns: once the last message is handled, resume() blocks the mailbox,
+// and a message enqueued right then starts the actor on another thread
+// while this one is still inside resume().
 int scheduled_consume(void* self, void* element) __asm__(SCHEDULED_CONSUME);
 int scheduled_consume(void* self, void* element) {
   __tsan_acquire(self);
   static const auto original = reinterpret_cast<decltype(&scheduled_consume)>(next(SCHEDULED_CONSUME));
-  return original(self, element);
+  const int r = original(self, element);
+  __tsan_release(self);
+  return r;
 }
 
 void* blocking_dequeue(void* result, void* self) __asm__(BLOCKING_DEQUEUE);
