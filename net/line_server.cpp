@@ -4,6 +4,8 @@
 
 #include "net/line_server.h"
 
+#include <malloc.h>
+
 #include <array>
 #include <chrono>
 #include <deque>
@@ -84,7 +86,7 @@ struct line_server::state : std::enable_shared_from_this<line_server::state> {
   state(asio::io_context& io, const server_config& config, const parse_limits& limits, engine_port& engine,
         serving_metrics* metrics)
       : io(io), config(config), limits(limits), engine(engine), metrics(metrics), acceptor(io),
-        retry_timer(io), grace_timer(io), flush_timer(io), seeds(std::random_device{}()) {}
+        retry_timer(io), grace_timer(io), flush_timer(io), trim_timer(io), seeds(std::random_device{}()) {}
 
   void listen();
   void accept();
@@ -94,6 +96,9 @@ struct line_server::state : std::enable_shared_from_this<line_server::state> {
   void check_shutdown();
   void connection_closed(uint64_t number);
   void close_all();
+  // Once nothing runs, hands the memory freed by closed connections back to
+  // the system.
+  void trim_when_idle();
 
   asio::io_context& io;
   const server_config config;
@@ -101,7 +106,8 @@ struct line_server::state : std::enable_shared_from_this<line_server::state> {
   engine_port& engine;
   serving_metrics* const metrics;
   tcp::acceptor acceptor;
-  asio::steady_timer retry_timer, grace_timer, flush_timer;
+  asio::steady_timer retry_timer, grace_timer, flush_timer, trim_timer;
+  bool trim_pending = false;
   const clock::time_point started = clock::now();
 
   std::map<uint64_t, std::shared_ptr<connection>> connections; // open ones, by number
@@ -573,7 +579,28 @@ void line_server::state::accept() {
 
 void line_server::state::connection_closed(uint64_t number) {
   if (connections.erase(number) && metrics) metrics->connection_closed();
+  trim_when_idle();
   check_shutdown();
+}
+
+// NOTE: glibc keeps freed memory in its arenas (one per thread that
+// allocated it: the io thread's read buffers, 64 KiB a connection, and the
+// engine's actors on CAF's threads), so after a burst of connections the
+// daemon's resident memory would stay at the burst's high-water mark.
+// malloc_trim returns the free pages of every arena; it runs at most once a
+// second, and only when no request is in flight.
+void line_server::state::trim_when_idle() {
+#if defined(__GLIBC__)
+  if (trim_pending || stopping) return;
+  trim_pending = true;
+  trim_timer.expires_after(std::chrono::seconds(1));
+  trim_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->trim_pending = false;
+    if (ec) return;
+    if (self->outstanding > 0) return self->trim_when_idle();
+    malloc_trim(0);
+  });
+#endif
 }
 
 void line_server::state::begin_shutdown(std::function<void()> done) {
@@ -586,6 +613,7 @@ void line_server::state::begin_shutdown(std::function<void()> done) {
   boost::system::error_code ec;
   acceptor.close(ec);
   retry_timer.cancel();
+  trim_timer.cancel();
   log::info("shutting down" + log::field("requests_in_flight", double(outstanding)) +
             log::field("grace_s", config.shutdown_grace_s));
   grace_timer.expires_after(std::chrono::duration_cast<clock::duration>(
@@ -633,6 +661,7 @@ void line_server::state::close_all() {
   retry_timer.cancel();
   grace_timer.cancel();
   flush_timer.cancel();
+  trim_timer.cancel();
   on_stopped = nullptr;
   const auto open = connections;
   for (const auto& [number, c] : open) c->abort("server stopped");

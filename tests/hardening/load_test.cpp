@@ -2,8 +2,8 @@
 // connections at once, thousands of short requests. Every request gets
 // exactly one terminal line; with limits high enough none fails, with low
 // limits the only error is `overloaded`; afterwards the KV pages are back to
-// their idle count, and resident memory grows by less than 600 bytes a
-// request once the allocator has settled (docs/reliability.md).
+// their idle count, and resident memory comes back to within a few MiB of
+// its level after the first round (docs/reliability.md).
 #include <doctest/doctest.h>
 
 #include <memory>
@@ -90,24 +90,34 @@ TEST_CASE("load: 500 connections, 2000 requests a round; one terminal line each;
     CHECK(t.wrong_length == 0);
     CHECK(load.unattributed().empty());
     CHECK(d.idle_with(idle_pages));
+    // The server returns freed memory to the system a second after the
+    // connections closed, once idle.
+    std::this_thread::sleep_for(1500ms);
     rss_after.push_back(d.rss_kb());
     MESSAGE("round " << round << ": " << t.requests << " requests on " << connections << " connections in " << seconds
                      << " s; VmRSS " << rss_after.back() << " KiB (" << rss_start << " KiB at start)");
   }
-  // Later rounds are the same load again, so what they add is what the
-  // daemon keeps. The allocator takes a while to settle (500 new connections
-  // a round, each with a 64 KiB read buffer): measured with heaptrack and
-  // over 40 rounds, that growth shrinks towards nothing, a few hundred bytes
-  // a request in the first ten rounds and tens after. A leak fixed here
-  // (every request's output actor kept alive by its monitor on the
-  // scheduler) added 1,200 bytes a request, every round. Under a sanitizer
-  // freed memory is held back on purpose (ASan's quarantine): LeakSanitizer
-  // checks there, at exit.
+  // Round 0 touches the KV pool (512 pages of 32 KiB: 16 MiB of the growth
+  // from the start); later rounds are the same load again, so what they add
+  // is what the daemon keeps. The server hands freed memory back to the
+  // system once idle (malloc_trim): before it did, about 20 MiB stayed
+  // resident after the load. What stays now (7 to 10 MiB over 30,000
+  // requests, 150 to 250 bytes a request in the last rounds) is not
+  // explained yet; an hour of mixed load from fewer connections kept
+  // resident memory flat (docs/reliability.md). A leak fixed here (every
+  // request's output actor kept alive by its monitor on the scheduler)
+  // added 1,200 bytes a request, every round: 35 MiB here. Under a
+  // sanitizer freed memory is held back on purpose (ASan's quarantine):
+  // LeakSanitizer checks there, at exit.
   if (!sanitized) {
     constexpr int settled = 10; // rounds 0 to 10 let the allocator settle
     const double bytes_per_request = double(rss_after.back() - rss_after[settled]) * 1024 /
                                      double((rounds - 1 - settled) * connections * requests_per_connection);
-    MESSAGE("VmRSS grew " << bytes_per_request << " bytes a request after round " << settled);
+    const double kept_mib = double(rss_after.back() - rss_after[0]) / 1024;
+    MESSAGE("VmRSS after the load: " << kept_mib << " MiB above its level after round 0 (" << rss_after.back()
+                                     << " KiB); grew " << bytes_per_request << " bytes a request after round "
+                                     << settled);
+    CHECK(kept_mib < 16);
     CHECK(bytes_per_request < 600);
   }
   CHECK(d.stat("connections") == 1); // the stats connection itself
