@@ -356,15 +356,20 @@ class connection : public std::enable_shared_from_this<connection> {
     if (server_->metrics) server_->metrics->request_started();
 
     // The engine may call back from any thread: both callbacks hop onto the
-    // io thread, keeping the connection alive until the request has ended.
+    // io thread. on_done holds the connection until the request has ended and
+    // hands that hold to the io thread, so the connection (its sockets and
+    // timers) is never destroyed on an engine thread, where the io_context
+    // may already be gone.
     generation_callbacks callbacks;
     asio::io_context& io = server_->io;
-    callbacks.on_token = [self = shared_from_this(), key, &io](std::string_view text, std::span<const int32_t> tokens) {
-      asio::post(io, [self, key, text = std::string(text), tokens = std::vector<int32_t>(tokens.begin(), tokens.end()),
-                      at = clock::now()]() mutable { self->on_token(key, std::move(text), std::move(tokens), at); });
+    callbacks.on_token = [weak = weak_from_this(), key, &io](std::string_view text, std::span<const int32_t> tokens) {
+      asio::post(io, [weak, key, text = std::string(text), tokens = std::vector<int32_t>(tokens.begin(), tokens.end()),
+                      at = clock::now()]() mutable {
+        if (auto self = weak.lock()) self->on_token(key, std::move(text), std::move(tokens), at);
+      });
     };
-    callbacks.on_done = [self = shared_from_this(), key, &io](const generate_result& result) {
-      asio::post(io, [self, key, result] { self->on_done(key, result); });
+    callbacks.on_done = [self = shared_from_this(), key, &io](const generate_result& result) mutable {
+      asio::post(io, [self = std::move(self), key, result] { self->on_done(key, result); });
     };
     try {
       r.handle = server_->engine.submit(op.request, std::move(callbacks));

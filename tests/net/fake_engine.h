@@ -126,7 +126,7 @@ class fake_engine final : public engine_port {
       finished = true;
       r.reason = a.cancelled ? finish_reason::cancelled : finish_reason::length;
       if (a.cancelled) r.error = error_code::cancelled;
-      return [cb = a.callbacks, r] { cb.on_done(r); };
+      return [cb = std::move(a.callbacks), r] { cb.on_done(r); }; // the last use: hand the callbacks over
     }
     const int32_t id = a.produced++;
     std::string text = a.request.prompt == "big" ? std::string(64 * 1024, 'x') : "t" + std::to_string(id) + " ";

@@ -484,3 +484,60 @@ TEST_CASE("graceful shutdown: requests that finish in the grace time finish, the
   CHECK_THROWS(test_client(f.port)); // no longer listening
   CHECK(f.engine.running() == 0);
 }
+
+namespace {
+
+// An engine that answers on its own thread and, like the actor engine,
+// destroys the callbacks only later (when its output actor exits), here
+// after the server and its io_context are gone.
+class late_release_engine : public engine_port {
+ public:
+  generation_handle submit(const generate_request&, generation_callbacks callbacks) override {
+    kept_ = std::move(callbacks);
+    answer_ = std::thread([this] {
+      kept_.on_token("t0 ", std::span<const int32_t>());
+      generate_result r;
+      r.reason = finish_reason::length;
+      kept_.on_done(r);
+    });
+    return 1;
+  }
+  void cancel(generation_handle) override {}
+  std::map<std::string, double> stats() override { return {}; }
+  std::vector<model_info> models() override { return {model_info{"late", "FakeForCausalLM", 4096, 256}}; }
+
+  void release() {
+    answer_.join();
+    kept_ = {};
+  }
+
+ private:
+  generation_callbacks kept_;
+  std::thread answer_;
+};
+
+} // namespace
+
+TEST_CASE("a connection is destroyed on the io thread, not where the engine drops its callbacks") {
+  // Under AddressSanitizer a connection destroyed by the engine's thread
+  // after the io_context is a use after free of the context's timer service.
+  late_release_engine engine;
+  auto io = std::make_unique<asio::io_context>();
+  parse_limits limits;
+  const server_config config = base_config();
+  auto server = std::make_unique<line_server>(*io, config, limits, engine, nullptr);
+  std::thread thread([&] { io->run(); });
+  {
+    test_client c(server->port());
+    c.send_line(R"({"id":1,"prompt":"x"})");
+    const replies r = collect(c, {"1"});
+    CHECK(r.last("1").at("done") == true);
+  }
+  std::promise<void> stopped;
+  asio::post(*io, [&] { server->shutdown([&] { stopped.set_value(); }); });
+  REQUIRE(stopped.get_future().wait_for(10s) == std::future_status::ready);
+  thread.join(); // nothing left to run
+  server.reset();
+  io.reset();
+  engine.release(); // the last callbacks go on this thread, with no io_context left
+}
