@@ -22,12 +22,17 @@
 #include "runtime/sampler.h"
 #include "runtime/sliding_window.h"
 #include "sync_engine.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
+
+using test::argmax;
+using test::cosine;
+using test::rel_l2;
 
 // bf16 weights and activations against fp32 / float64 references.
 constexpr double max_rel_l2 = 2e-2;
@@ -93,8 +98,6 @@ std::vector<float> prefill(backend& b, const std::vector<int32_t>& prompt, size_
   return logits;
 }
 
-int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
-
 // Top-1 minus top-2.
 float margin(std::vector<float> v) {
   std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
@@ -102,15 +105,6 @@ float margin(std::vector<float> v) {
 }
 
 // ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  REQUIRE(got.size() == want.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::isfinite(diff) ? std::sqrt(diff / norm) : std::numeric_limits<double>::infinity();
-}
 
 std::vector<float> row(const std::vector<float>& logits, size_t r, size_t vocab) {
   return {logits.begin() + ptrdiff_t(r * vocab), logits.begin() + ptrdiff_t((r + 1) * vocab)};
@@ -147,17 +141,6 @@ std::unique_ptr<cuda_backend> gpu_backend(const loaded_model& m, int32_t num_pag
                                           kv_format format = kv_format::bf16) {
   return std::make_unique<cuda_backend>(
       std::make_shared<cuda_model>(m.config, *m.weights, num_pages, page_size, format));
-}
-
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ab += double(a[i]) * b[i];
-    aa += double(a[i]) * a[i];
-    bb += double(b[i]) * b[i];
-  }
-  return std::isfinite(ab) ? ab / std::sqrt(aa * bb) : 0.0;
 }
 
 // ---- greedy decoding ----------------------------------------------------------

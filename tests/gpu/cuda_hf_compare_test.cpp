@@ -21,12 +21,15 @@
 
 #include "gpu/cuda_engine.h"
 #include "runtime/model_loader.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
+
+using test::rel_l2;
 
 constexpr double max_rel_l2 = 2e-2;
 // Where transformers' top-1 / top-2 margin is below this, a greedy pick
@@ -63,16 +66,6 @@ std::vector<T> numbers(const json::value& v) {
   std::vector<T> out;
   for (const auto& x : v.as_array()) out.push_back(json::value_to<T>(x));
   return out;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<double>& want) {
-  REQUIRE(got.size() == want.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return std::isfinite(diff) ? std::sqrt(diff / norm) : std::numeric_limits<double>::infinity();
 }
 
 // Greedy tokens against transformers': equal, or first different where its

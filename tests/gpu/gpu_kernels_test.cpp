@@ -29,12 +29,15 @@
 #include "runtime/dtype.h"
 #include "runtime/kv_quant.h"
 #include "runtime/sampler.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 using bf16 = __nv_bfloat16;
 using gpu::device_buffer;
 
 namespace {
+
+using test::rel_l2;
 
 uint32_t fresh_seed() {
   static std::random_device device;
@@ -84,15 +87,6 @@ std::vector<T> download(const device_buffer<T>& d) {
 }
 
 // ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  REQUIRE(got.size() == want.size());
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::isfinite(diff) ? std::sqrt(diff / norm) : std::numeric_limits<double>::infinity();
-}
 
 // ---- attention ----------------------------------------------------------------
 

@@ -9,10 +9,13 @@
 
 #include "runtime/cpu_backend.h"
 #include "runtime/model_loader.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 
 namespace {
+
+using test::cosine;
 
 // GQA with q/k norms, biases and a head_dim that is not hidden / heads.
 model_config test_config() {
@@ -54,12 +57,6 @@ std::vector<float> prefill(backend& b, const std::vector<int32_t>& prompt, size_
     b.forward(batch, logits);
   }
   return logits;
-}
-
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) ab += double(a[i]) * b[i], aa += double(a[i]) * a[i], bb += double(b[i]) * b[i];
-  return ab / std::sqrt(aa * bb);
 }
 
 } // namespace

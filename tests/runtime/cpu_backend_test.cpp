@@ -14,11 +14,14 @@
 
 #include "runtime/error.h"
 #include "runtime/model_loader.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 namespace json = boost::json;
 
 namespace {
+
+using test::argmax;
 
 // ---- helpers ----------------------------------------------------------------
 
@@ -47,10 +50,6 @@ std::vector<float> prefill(backend& b, const std::vector<int32_t>& prompt, size_
     logits = step(b, {prompt.begin() + i, prompt.begin() + end}, int32_t(i), pages);
   }
   return logits;
-}
-
-int32_t argmax(const std::vector<float>& v) {
-  return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
 // Greedy continuation of `n` tokens after a prefill whose last logits are given.

@@ -14,11 +14,15 @@
 #include "runtime/cpu_backend.h"
 #include "runtime/default_model.h"
 #include "runtime/model_loader.h"
+#include "tests/logit_distance.h"
 
 using namespace kvactor;
 namespace json = boost::json;
 
 namespace {
+
+using test::argmax;
+using test::cosine;
 
 constexpr int32_t page_size = 16;
 constexpr int32_t generated = 256;
@@ -36,19 +40,6 @@ std::vector<int32_t> ints(const json::value& v) {
   for (const auto& x : v.as_array()) out.push_back(int32_t(x.to_number<int64_t>()));
   return out;
 }
-
-double cosine(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double ab = 0, aa = 0, bb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    ab += double(a[i]) * b[i];
-    aa += double(a[i]) * a[i];
-    bb += double(b[i]) * b[i];
-  }
-  return ab / std::sqrt(aa * bb);
-}
-
-int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
 
 // One sequence on its own backend, pages 0, 1, 2, ... in order.
 class sequence {
