@@ -40,42 +40,8 @@ PYTHONUNBUFFERED=1 timeout 150 python3 "$root/tools/reference/hf_generate_bench.
   --requests 256 --prompt-len 512 --output-len 256 --out "$out/hf_generate.json" 2>&1 |
   tee "$out/hf_generate.log" | grep -v Warning
 
-daemon_pid=
-# start_daemon NAME [section.key=value ...]: kvactord on the GPU, waiting
-# until it listens (or has died).
-start_daemon() {
-  local name=$1
-  shift
-  "$dir/kvactord" --model "$model" --port "$port" --metrics-port 0 model.dummy=true backend.device=cuda "$@" \
-    >"$out/$name.daemon.log" 2>&1 &
-  daemon_pid=$!
-  for _ in $(seq 600); do
-    grep -q 'listen=' "$out/$name.daemon.log" && { grep -E 'cuda:|serving' "$out/$name.daemon.log"; return 0; }
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "gpu_engine_bench.sh: kvactord ($name) did not start:"
-  tail -n 20 "$out/$name.daemon.log"
-  return 1
-}
-
-stop_daemon() {
-  [ -n "$daemon_pid" ] || return 0
-  kill -TERM "$daemon_pid" 2>/dev/null
-  wait "$daemon_pid" 2>/dev/null
-  daemon_pid=
-}
-trap stop_daemon EXIT
-
-# bench NAME [kvactor-bench options ...]: one run against the daemon.
-bench() {
-  local name=$1
-  shift
-  echo "-- $name"
-  timeout 100 "$dir/kvactor-bench" --port "$port" --max-connections 128 --drain-timeout-s 60 --out "$out/$name.json" \
-    --plot "$out/$name.png" "$@" >"$out/$name.txt" 2>"$out/$name.err"
-  cat "$out/$name.txt"
-}
+# start_daemon, stop_daemon, bench
+source "$root/scripts/gpu_daemon.sh"
 
 throughput=(--scenario fixed --prompt-len 512 --output-len 256 --concurrency 256 --requests 256)
 for streams in 1 2; do

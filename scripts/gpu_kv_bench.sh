@@ -38,39 +38,8 @@ for dtype in bf16 fp8 int8; do
     --seq-lens 512,2048,8192,32768 --chunk 2048 --png "$out/profile_$dtype.png" | tee "$out/profile_$dtype.txt"
 done
 
-daemon_pid=
-# start_daemon NAME [kvactord arguments ...]: kvactord on the GPU, waiting
-# until it listens (or has died).
-start_daemon() {
-  local name=$1
-  shift
-  "$dir/kvactord" --model "$model" --port "$port" --metrics-port 0 model.dummy=true backend.device=cuda "$@" \
-    >"$out/$name.daemon.log" 2>&1 &
-  daemon_pid=$!
-  for _ in $(seq 600); do
-    grep -q 'listen=' "$out/$name.daemon.log" && { grep -E 'cuda: KV cache|pinned|system' "$out/$name.daemon.log"; return 0; }
-    kill -0 "$daemon_pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  echo "gpu_kv_bench.sh: kvactord ($name) did not start:"
-  tail -n 20 "$out/$name.daemon.log"
-  return 1
-}
-stop_daemon() {
-  [ -n "$daemon_pid" ] || return 0
-  kill -TERM "$daemon_pid" 2>/dev/null
-  wait "$daemon_pid" 2>/dev/null
-  daemon_pid=
-}
-trap stop_daemon EXIT
-bench() {
-  local name=$1
-  shift
-  echo "-- $name"
-  timeout 120 "$dir/kvactor-bench" --port "$port" --max-connections 128 --drain-timeout-s 60 --out "$out/$name.json" \
-    --plot "$out/$name.png" "$@" >"$out/$name.txt" 2>"$out/$name.err"
-  cat "$out/$name.txt"
-}
+# start_daemon, stop_daemon, bench
+source "$root/scripts/gpu_daemon.sh"
 
 # A system prompt of exactly 2,000 Llama 3 tokens (without BOS).
 python3 - "$tokenizer" "$out/system_prompt.toml" <<'PY'
