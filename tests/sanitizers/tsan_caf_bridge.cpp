@@ -20,6 +20,8 @@
 #include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
+#include <caf/scheduled_actor.hpp>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -180,6 +182,12 @@ void scheduled_release_thunk(void* resumable) {
   void* self = static_cast<char*>(resumable) - resumable_offset;
   __tsan_release(self);
   __tsan_acquire(self);
+  // NOTE: handles drop their references through intrusive_ptr_release,
+  // which releases on the control block (actor_release below); the library
+  // calls its own intrusive_ptr_release from here, past that hook, so the
+  // thread that may destroy the actor acquires on the control block too.
+  auto* actor = static_cast<caf::abstract_actor*>(static_cast<caf::scheduled_actor*>(self));
+  __tsan_acquire(caf::actor_control_block::from(actor));
   static const auto original =
       reinterpret_cast<decltype(&scheduled_release_thunk)>(next(SCHEDULED_RELEASE_THUNK));
   original(resumable);
@@ -189,6 +197,9 @@ void actor_release(void* block) __asm__(ACTOR_RELEASE);
 void actor_release(void* block) {
   __tsan_release(block);
   __tsan_acquire(block);
+  // The last drop destroys the actor here: what its messages released on
+  // the actor's own address comes first as well.
+  __tsan_acquire(static_cast<caf::actor_control_block*>(block)->get());
   static const auto original = reinterpret_cast<decltype(&actor_release)>(next(ACTOR_RELEASE));
   original(block);
 }
