@@ -104,8 +104,6 @@ float margin(std::vector<float> v) {
   return v[0] - v[1];
 }
 
-// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
-
 std::vector<float> row(const std::vector<float>& logits, size_t r, size_t vocab) {
   return {logits.begin() + ptrdiff_t(r * vocab), logits.begin() + ptrdiff_t((r + 1) * vocab)};
 }

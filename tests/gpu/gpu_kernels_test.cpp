@@ -86,8 +86,6 @@ std::vector<T> download(const device_buffer<T>& d) {
   return out;
 }
 
-// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
-
 // ---- attention ----------------------------------------------------------------
 
 struct attention_shape {
