@@ -108,6 +108,7 @@ struct cuda_executor::state {
   // Split-KV partial results of decode steps, for the largest bucket.
   device_buffer<float> partial_out; // [rows, splits, num_heads, head_dim]
   device_buffer<float> partial_ml;  // [rows, splits, num_heads, 2]
+  device_buffer<int32_t> split_done; // [rows, num_kv_heads], zeros between launches
 
   // Logits rows and sampled tokens, for up to row_capacity rows.
   int64_t row_capacity = 0;
@@ -159,6 +160,8 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
     }
     partial_out = device_buffer<float>(out_elems);
     partial_ml = device_buffer<float>(ml_elems);
+    split_done = device_buffer<int32_t>(gpu::decode_split_done_elems(max_decode_rows, c.num_kv_heads));
+    KVACTOR_CUDA_CHECK(cudaMemsetAsync(split_done.get(), 0, split_done.size() * sizeof(int32_t), stream));
   }
   reserve_tokens(std::max<int64_t>(options.max_batch_tokens, max_decode_rows));
   reserve_rows(std::max<int64_t>(max_decode_rows, 1));
@@ -269,6 +272,7 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
     a.positions = meta + p.positions;
     a.partial_out = partial_out.get();
     a.partial_ml = partial_ml.get();
+    a.split_done = split_done.get();
     a.num_heads = c.num_heads;
     a.group = group;
     a.window = window;

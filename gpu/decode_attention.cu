@@ -4,6 +4,7 @@
 #include "gpu/cuda_check.h"
 #include "gpu/decode_attention.h"
 #include "gpu/kv_dequant.cuh"
+#include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -14,7 +15,6 @@ namespace {
 
 constexpr int decode_threads = 128;
 constexpr int decode_warps = decode_threads / 32;
-constexpr int combine_threads = 128;
 constexpr float log2e = 1.4426950408889634f;
 // A finite "minus infinity" for running maxima: exp2 of a difference with it
 // is 0 (or 1 against itself), never NaN.
@@ -43,34 +43,79 @@ __device__ __forceinline__ float dot8(const float (&q)[8], const uint4& k) {
 // warps form STREAMS independent key streams with their own running softmax,
 // merged through shared memory at the end. 8-bit caches (F) are read as
 // 8 bytes a lane and dequantized to bf16, then go the same way.
-template <int D, int G, kv_format F>
+//
+// Only q and the new key come from the kernel before (RoPE and the K/V
+// write): with EARLY, a block loads its first keys before it waits for that
+// kernel. That costs registers, so only latency-bound launches (few rows,
+// split) use it, and only on bf16 caches: an 8-bit cache may requantize the
+// new key's whole page. With more than one split, the split block that
+// finishes a (row, kv head) last merges the splits' partial results.
+template <int D, int G, kv_format F, bool EARLY>
 __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const decode_attention_params p) {
+  static_assert(!EARLY || F == kv_format::bf16, "early keys from bf16 caches only");
   constexpr int LANES = D / 8;
   constexpr int KPW = 32 / LANES;
   constexpr int STREAMS = decode_warps * KPW;
   constexpr int U = G > 4 ? 2 : 4; // keys per stream in flight
+  constexpr bool BF16 = F == kv_format::bf16;
   __shared__ float m_s[STREAMS][G], l_s[STREAMS][G];
   __shared__ __align__(16) float acc_s[STREAMS][G][D];
+  __shared__ float split_weight[G][32]; // max_splits <= 32
+  __shared__ float split_inv_total[G];
+  __shared__ bool merges;
 
+  launch_next_kernel();
   const int32_t row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int g = p.group;
   const int32_t pos = p.positions[row];
   const size_t head0 = size_t(row) * p.num_heads + size_t(kv_head) * g; // first q head of this kv head
-  if (pos < 0) { // padding: zeros, so that the layers after it read finite values
-    if (split == 0)
-      for (int i = threadIdx.x; i < g * D; i += decode_threads) p.out[head0 * D + i] = __float2bfloat16(0.0f);
-    return;
-  }
-  const int32_t key_lo = first_key(pos, p.window);
+  const int32_t key_lo = pos < 0 ? 0 : first_key(pos, p.window);
   const int32_t len = pos + 1 - key_lo;
   const int32_t splits = decode_splits(len, p.max_splits, p.min_split_keys);
-  if (split >= splits) return;
   const int32_t chunk = (len + splits - 1) / splits;
   const int32_t lo = key_lo + split * chunk, hi = min(pos + 1, lo + chunk);
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int sub = lane % LANES, slot_in_warp = lane / LANES;
   const int stream = warp * KPW + slot_in_warp;
+  const int32_t* pages = p.kv.page_indices + p.kv.page_indptr[row];
+  const int32_t page_size = p.kv.page_size;
+  const bool page_pow2 = (page_size & (page_size - 1)) == 0; // shifts, not divisions
+  const int page_shift = __ffs(page_size) - 1;
+  const size_t token_stride = size_t(p.kv.num_kv_heads) * D;
+  const size_t head_offset = size_t(kv_head) * D + sub * 8;
+  // bf16 keys into k and v, 8-bit ones into raw.
+  const auto load = [&](int32_t key, uint4& k, uint4& v, [[maybe_unused]] kv8_raw& raw) {
+    const int32_t page = pages[page_pow2 ? key >> page_shift : key / page_size];
+    const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
+    const size_t at = (size_t(page) * page_size + in_page) * token_stride + head_offset;
+    if constexpr (BF16) {
+      k = __ldg(reinterpret_cast<const uint4*>(p.kv.k_bf16() + at));
+      v = __ldg(reinterpret_cast<const uint4*>(p.kv.v_bf16() + at));
+    } else {
+      raw = load_kv8(p.kv, at, page, in_page, kv_head);
+    }
+  };
+  uint4 kr[U], vr[U];
+  // This lane's keys of the first iteration, all but the new one.
+  const int32_t first_base = lo + warp * KPW;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+    const int32_t key = first_base + slot_in_warp + u * STREAMS;
+    if constexpr (EARLY) {
+      kv8_raw unused;
+      if (pos >= 0 && split < splits && key < hi && key != pos) load(key, kr[u], vr[u], unused);
+    }
+  }
+  wait_for_previous_kernel();
+
+  if (pos < 0) { // padding: zeros, so that the layers after it read finite values
+    if (split == 0)
+      for (int i = threadIdx.x; i < g * D; i += decode_threads) p.out[head0 * D + i] = __float2bfloat16(0.0f);
+    return;
+  }
+  if (split >= splits) return;
   const float q_scale = p.scale * log2e; // scores in log2 units, for exp2
 
   float q[G][8], acc[G][8], m[G], l[G];
@@ -87,36 +132,20 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
     l[h] = 0.0f;
   }
 
-  const int32_t* pages = p.kv.page_indices + p.kv.page_indptr[row];
-  const int32_t page_size = p.kv.page_size;
-  const bool page_pow2 = (page_size & (page_size - 1)) == 0; // shifts, not divisions
-  const int page_shift = __ffs(page_size) - 1;
-  const size_t token_stride = size_t(p.kv.num_kv_heads) * D;
-  const size_t head_offset = size_t(kv_head) * D + sub * 8;
   // NOTE: the trip count is the same for every lane of a warp: the score
   // reduction shuffles across the whole warp.
-  for (int32_t base = lo + warp * KPW; base < hi; base += STREAMS * U) {
-    uint4 kr[U], vr[U];
+  for (int32_t base = first_base; base < hi; base += STREAMS * U) {
     bool valid[U];
     [[maybe_unused]] kv8_raw raw[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int32_t key = base + slot_in_warp + u * STREAMS;
       valid[u] = key < hi;
+      if (EARLY && base == first_base && key != pos) continue; // loaded above
       kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-      if (valid[u]) {
-        const int32_t page = pages[page_pow2 ? key >> page_shift : key / page_size];
-        const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
-        const size_t at = (size_t(page) * page_size + in_page) * token_stride + head_offset;
-        if constexpr (F == kv_format::bf16) {
-          kr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.k_bf16() + at));
-          vr[u] = __ldg(reinterpret_cast<const uint4*>(p.kv.v_bf16() + at));
-        } else {
-          raw[u] = load_kv8(p.kv, at, page, in_page, kv_head);
-        }
-      }
+      if (valid[u]) load(key, kr[u], vr[u], raw[u]);
     }
-    if constexpr (F != kv_format::bf16) {
+    if constexpr (!BF16) {
 #pragma unroll
       for (int u = 0; u < U; ++u)
         if (valid[u]) {
@@ -170,6 +199,8 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
     a[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
   }
   __syncthreads();
+  // Row `first` + s * num_heads of the partial results is (row, split s, head h).
+  const size_t first = size_t(row) * p.max_splits * p.num_heads + size_t(kv_head) * g;
   for (int i = threadIdx.x; i < g * D; i += decode_threads) {
     const int h = i / D, d = i % D;
     float top = no_score;
@@ -183,7 +214,7 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
     if (splits == 1) {
       p.out[(head0 + h) * D + d] = __float2bfloat16(sum_a / sum_l);
     } else {
-      const size_t at = (size_t(row) * p.max_splits + split) * p.num_heads + size_t(kv_head) * g + h;
+      const size_t at = first + size_t(split) * p.num_heads + h;
       p.partial_out[at * D + d] = sum_a;
       if (d == 0) {
         p.partial_ml[2 * at] = top;
@@ -191,51 +222,55 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
       }
     }
   }
-}
-
-// One block per (row, q head): merges the splits of rows that have more
-// than one. Warp 0 turns the splits' maxima into weights once; every thread
-// then sums one dimension over the splits.
-__global__ void __launch_bounds__(combine_threads) decode_combine_kernel(const decode_attention_params p) {
-  __shared__ float weight[32]; // max_splits <= 32
-  __shared__ float inv_total;
-  const int32_t row = blockIdx.x, h = blockIdx.y;
-  const int32_t pos = p.positions[row];
-  if (pos < 0) return;
-  const int32_t len = pos + 1 - first_key(pos, p.window);
-  const int32_t splits = decode_splits(len, p.max_splits, p.min_split_keys);
   if (splits == 1) return;
-  const int D = p.kv.head_dim;
-  const size_t first = size_t(row) * p.max_splits * p.num_heads + h; // (row, split 0, head h)
-  if (threadIdx.x < 32) {
-    const int s = threadIdx.x;
-    const float m = s < splits ? p.partial_ml[2 * (first + size_t(s) * p.num_heads)] : no_score;
-    const float l = s < splits ? p.partial_ml[2 * (first + size_t(s) * p.num_heads) + 1] : 0.0f;
-    const float top = warp_max(m);
-    const float w = s < splits ? exp2f(m - top) : 0.0f;
-    weight[s] = w;
-    const float total = warp_sum(w * l);
-    if (s == 0) inv_total = 1.0f / total;
+
+  // The last of the row's split blocks for this kv head merges them: warp h
+  // turns head h's maxima into weights, then every thread sums dimensions.
+  int32_t* done = p.split_done + size_t(row) * p.kv.num_kv_heads + kv_head;
+  __threadfence(); // the partial results are visible before the count says so
+  __syncthreads();
+  if (threadIdx.x == 0) merges = atomicAdd(done, 1) == splits - 1;
+  __syncthreads();
+  if (!merges) return;
+  __threadfence();
+  for (int h = warp; h < g; h += decode_warps) {
+    const size_t at = first + size_t(lane) * p.num_heads + h;
+    const float m_split = lane < splits ? __ldcg(p.partial_ml + 2 * at) : no_score;
+    const float l_split = lane < splits ? __ldcg(p.partial_ml + 2 * at + 1) : 0.0f;
+    const float top = warp_max(m_split); // every lane shuffles
+    const float w = lane < splits ? exp2f(m_split - top) : 0.0f;
+    split_weight[h][lane] = w;
+    const float total = warp_sum(w * l_split);
+    if (lane == 0) split_inv_total[h] = 1.0f / total;
   }
   __syncthreads();
-  for (int d = threadIdx.x; d < D; d += combine_threads) {
-    float acc = 0.0f;
+  for (int i = threadIdx.x; i < g * D; i += decode_threads) {
+    const int h = i / D, d = i % D;
+    float sum = 0.0f;
 #pragma unroll 4
-    for (int s = 0; s < splits; ++s) acc = fmaf(weight[s], p.partial_out[(first + size_t(s) * p.num_heads) * D + d], acc);
-    p.out[(size_t(row) * p.num_heads + h) * D + d] = __float2bfloat16(acc * inv_total);
+    for (int s = 0; s < splits; ++s)
+      sum = fmaf(split_weight[h][s], __ldcg(p.partial_out + (first + size_t(s) * p.num_heads + h) * D + d), sum);
+    p.out[(head0 + h) * D + d] = __float2bfloat16(sum * split_inv_total[h]);
   }
+  if (threadIdx.x == 0) *done = 0; // for the next launch
 }
 
 template <int D, kv_format F>
 void launch_for_format(const decode_attention_params& p, const dim3 grid, cudaStream_t stream) {
-  if (p.group <= 1)
-    decode_attention_kernel<D, 1, F><<<grid, decode_threads, 0, stream>>>(p);
-  else if (p.group <= 2)
-    decode_attention_kernel<D, 2, F><<<grid, decode_threads, 0, stream>>>(p);
-  else if (p.group <= 4)
-    decode_attention_kernel<D, 4, F><<<grid, decode_threads, 0, stream>>>(p);
-  else
-    decode_attention_kernel<D, 8, F><<<grid, decode_threads, 0, stream>>>(p);
+  if constexpr (F == kv_format::bf16) {
+    if (p.max_splits > 1) {
+      const auto kernel = p.group <= 1   ? decode_attention_kernel<D, 1, F, true>
+                          : p.group <= 2 ? decode_attention_kernel<D, 2, F, true>
+                          : p.group <= 4 ? decode_attention_kernel<D, 4, F, true>
+                                         : decode_attention_kernel<D, 8, F, true>;
+      return launch_kernel(kernel, grid, decode_threads, 0, stream, p);
+    }
+  }
+  const auto kernel = p.group <= 1   ? decode_attention_kernel<D, 1, F, false>
+                      : p.group <= 2 ? decode_attention_kernel<D, 2, F, false>
+                      : p.group <= 4 ? decode_attention_kernel<D, 4, F, false>
+                                     : decode_attention_kernel<D, 8, F, false>;
+  launch_kernel(kernel, grid, decode_threads, 0, stream, p);
 }
 
 template <int D>
@@ -267,6 +302,8 @@ size_t decode_partial_ml_elems(int32_t rows, int32_t max_splits, int32_t num_hea
   return size_t(rows) * max_splits * num_heads * 2;
 }
 
+size_t decode_split_done_elems(int32_t rows, int32_t num_kv_heads) { return size_t(rows) * num_kv_heads; }
+
 void launch_decode_attention(const decode_attention_params& p, int32_t rows, cudaStream_t stream) {
   if (rows == 0) return;
   if (!decode_attention_supports(p.kv.head_dim, p.group))
@@ -279,11 +316,6 @@ void launch_decode_attention(const decode_attention_params& p, int32_t rows, cud
     case 64: launch_for_head_dim<64>(p, grid, stream); break;
     case 128: launch_for_head_dim<128>(p, grid, stream); break;
     default: launch_for_head_dim<256>(p, grid, stream); break;
-  }
-  KVACTOR_CUDA_CHECK_LAUNCH();
-  if (p.max_splits > 1) {
-    decode_combine_kernel<<<dim3(unsigned(rows), unsigned(p.num_heads)), combine_threads, 0, stream>>>(p);
-    KVACTOR_CUDA_CHECK_LAUNCH();
   }
 }
 

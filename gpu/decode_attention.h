@@ -3,8 +3,9 @@
 // keys (flash-decoding): each block takes one (sequence, kv head, split) and
 // a range of that sequence's keys, so one long sequence still spreads over
 // the whole GPU. GQA: the `group` q heads of a kv head share each K/V load.
-// A sequence of n_s > 1 splits leaves per-split partial results that a second
-// kernel combines; with one split the block writes the output itself.
+// A sequence of n_s > 1 splits leaves per-split partial results, and the last
+// of its split blocks to finish merges them; with one split the block writes
+// the output itself.
 //
 // The number of splits of a sequence is computed on the device from its
 // length (decode_splits), so the launches depend on the number of rows
@@ -26,6 +27,8 @@ struct decode_attention_params {
   const int32_t* positions = nullptr; // [rows] the new token's position; -1 marks a padding row
   float* partial_out = nullptr;       // [rows, max_splits, num_heads, head_dim] unnormalised sums
   float* partial_ml = nullptr;        // [rows, max_splits, num_heads, 2] max (log2 units) and sum of exp
+  int32_t* split_done = nullptr;      // [rows, num_kv_heads] zeros; split blocks count themselves here,
+                                      // and the launch leaves them zero again
   int32_t num_heads = 0;
   int32_t group = 1;          // q heads per kv head
   int32_t window = 0;         // keys a token sees, itself included; 0 = all
@@ -45,8 +48,9 @@ int32_t decode_max_splits(int32_t rows, int32_t num_kv_heads, int32_t num_sms);
 // Elements of partial_out and partial_ml for `rows` x `max_splits`.
 size_t decode_partial_out_elems(int32_t rows, int32_t max_splits, int32_t num_heads, int32_t head_dim);
 size_t decode_partial_ml_elems(int32_t rows, int32_t max_splits, int32_t num_heads);
+size_t decode_split_done_elems(int32_t rows, int32_t num_kv_heads);
 
-// Both kernels (the combine only when max_splits > 1).
+// split_done must be zeros before the first launch (cudaMemset).
 void launch_decode_attention(const decode_attention_params& params, int32_t rows, cudaStream_t stream);
 
 } // namespace kvactor::gpu

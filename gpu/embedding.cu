@@ -1,5 +1,6 @@
 #include "gpu/cuda_check.h"
 #include "gpu/embedding.h"
+#include "gpu/launch.cuh"
 #include "gpu/vec.cuh"
 
 namespace kvactor::gpu {
@@ -11,6 +12,8 @@ constexpr int embedding_threads = 256;
 // One thread per 8 elements: one 16-byte load, two 16-byte stores.
 __global__ void __launch_bounds__(embedding_threads)
     embedding_kernel(const int32_t* token_ids, const __nv_bfloat16* embed, float* residual, int32_t hidden) {
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int32_t t = blockIdx.y;
   const int32_t chunk = blockIdx.x * blockDim.x + threadIdx.x;
   if (chunk * 8 >= hidden) return;
@@ -29,8 +32,7 @@ void launch_embedding(const int32_t* token_ids, const __nv_bfloat16* embed, floa
   if (num_tokens == 0) return;
   const int chunks = hidden / 8;
   const dim3 grid(unsigned((chunks + embedding_threads - 1) / embedding_threads), unsigned(num_tokens));
-  embedding_kernel<<<grid, embedding_threads, 0, stream>>>(token_ids, embed, residual, hidden);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(embedding_kernel, grid, embedding_threads, 0, stream, token_ids, embed, residual, hidden);
 }
 
 } // namespace kvactor::gpu

@@ -3,6 +3,7 @@
 #include "gpu/cuda_check.h"
 #include "gpu/flash_attention.h"
 #include "gpu/kv_dequant.cuh"
+#include "gpu/launch.cuh"
 #include "gpu/mma.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -49,6 +50,8 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
   __nv_bfloat16* k_s = q_s + ROWS * STRIDE;                     // [2][KEYS][STRIDE]
   __nv_bfloat16* v_s = k_s + 2 * KEYS * STRIDE;                 // [2][KEYS][STRIDE]
 
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   // NOTE: blocks go tile by tile, every kv head of a tile together, tiles
   // last first: a sequence's later tiles see more keys, so the longest
@@ -384,8 +387,7 @@ void set_smem_limits() {
 template <int D, flash_variant V, kv_format F = kv_format::bf16>
 void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   const unsigned blocks = unsigned(num_tiles) * unsigned(p.kv.num_kv_heads);
-  kernel_of<D, V, F>()<<<blocks, flash_threads, smem_of<D, V>(), stream>>>(p);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(kernel_of<D, V, F>(), blocks, flash_threads, smem_of<D, V>(), stream, p);
 }
 
 template <int D>

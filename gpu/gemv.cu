@@ -2,6 +2,7 @@
 
 #include "gpu/cuda_check.h"
 #include "gpu/gemv.h"
+#include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -22,7 +23,9 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { re
 
 // One warp per output column: ROWS weight rows (2 when GATED) against the m
 // <= M activation rows. Each lane walks the row in 16-byte chunks, U chunks
-// per weight row in flight before the first use.
+// per weight row in flight before the first use. The first U are loaded
+// before waiting for the kernel that writes x, so the weights stream while
+// that kernel finishes.
 template <int M, bool GATED, typename OutT>
 __global__ void __launch_bounds__(gemv_threads)
     gemv_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, OutT* __restrict__ y,
@@ -31,12 +34,22 @@ __global__ void __launch_bounds__(gemv_threads)
   constexpr int ROWS = GATED ? 2 : 1;
   const int lane = threadIdx.x % 32;
   const int32_t col = blockIdx.x * gemv_warps + threadIdx.x / 32;
-  if (col >= n) return;
   const int32_t chunks = k / 8;
   const uint4* wr[ROWS];
   wr[0] = reinterpret_cast<const uint4*>(w + size_t(col) * k);
   if constexpr (GATED) wr[ROWS - 1] = reinterpret_cast<const uint4*>(w + size_t(n + col) * k);
   const uint4* xr = reinterpret_cast<const uint4*>(x);
+  const auto load_weights = [&](uint4 (&wv)[ROWS][U], int32_t base) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) wv[r][u] = load_streaming(wr[r] + base + u * 32);
+  };
+  launch_next_kernel();
+  uint4 wv[ROWS][U];
+  if (col < n && lane + 32 * (U - 1) < chunks) load_weights(wv, lane);
+  wait_for_previous_kernel();
+  if (col >= n) return;
 
   float acc[ROWS][M];
 #pragma unroll
@@ -47,11 +60,8 @@ __global__ void __launch_bounds__(gemv_threads)
   // Whole iterations first: every load of one issued before the first use.
   int32_t base = lane;
   for (; base + 32 * (U - 1) < chunks; base += 32 * U) {
-    uint4 wv[ROWS][U], xv[U][M];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) wv[r][u] = load_streaming(wr[r] + base + u * 32);
+    if (base != lane) load_weights(wv, base); // the first were loaded above
+    uint4 xv[U][M];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -93,13 +103,10 @@ template <bool GATED, typename OutT>
 void launch(const __nv_bfloat16* x, const __nv_bfloat16* w, OutT* y, int32_t m, int32_t n, int32_t k,
             cudaStream_t stream) {
   const unsigned blocks = unsigned((n + gemv_warps - 1) / gemv_warps);
-  if (m <= 1)
-    gemv_kernel<1, GATED, OutT><<<blocks, gemv_threads, 0, stream>>>(x, w, y, m, n, k);
-  else if (m <= 2)
-    gemv_kernel<2, GATED, OutT><<<blocks, gemv_threads, 0, stream>>>(x, w, y, m, n, k);
-  else
-    gemv_kernel<4, GATED, OutT><<<blocks, gemv_threads, 0, stream>>>(x, w, y, m, n, k);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  const auto kernel = m <= 1   ? gemv_kernel<1, GATED, OutT>
+                      : m <= 2 ? gemv_kernel<2, GATED, OutT>
+                               : gemv_kernel<4, GATED, OutT>;
+  launch_kernel(kernel, blocks, gemv_threads, 0, stream, x, w, y, m, n, k);
 }
 
 void check(int32_t m, int32_t k) {

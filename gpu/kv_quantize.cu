@@ -2,6 +2,7 @@
 
 #include "gpu/cuda_check.h"
 #include "gpu/kv_quantize.h"
+#include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
 
 namespace kvactor::gpu {
@@ -32,6 +33,8 @@ __device__ __forceinline__ float head_amax(const float* x, int32_t head_dim) {
 
 // One warp per (token, K or V, kv head).
 __global__ void __launch_bounds__(32) int8_quantize_kernel(const kv_quantize_params p) {
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int32_t t = blockIdx.x, pos = p.positions[t];
   if (pos < 0) return;
   const paged_kv_view& kv = p.kv;
@@ -50,6 +53,8 @@ __global__ void __launch_bounds__(32) int8_quantize_kernel(const kv_quantize_par
 // One warp per (first token of a page in this step, K or V, kv head); the
 // other tokens' warps return at once.
 __global__ void __launch_bounds__(32) fp8_quantize_kernel(const kv_quantize_params p) {
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int32_t t = blockIdx.x, pos = p.positions[t];
   if (pos < 0) return;
   const paged_kv_view& kv = p.kv;
@@ -92,11 +97,7 @@ __global__ void __launch_bounds__(32) fp8_quantize_kernel(const kv_quantize_para
 void launch_kv_quantize(const kv_quantize_params& p, cudaStream_t stream) {
   if (p.num_tokens == 0) return;
   const dim3 grid(unsigned(p.num_tokens), unsigned(2 * p.kv.num_kv_heads));
-  if (p.kv.format == kv_format::fp8)
-    fp8_quantize_kernel<<<grid, 32, 0, stream>>>(p);
-  else
-    int8_quantize_kernel<<<grid, 32, 0, stream>>>(p);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(p.kv.format == kv_format::fp8 ? fp8_quantize_kernel : int8_quantize_kernel, grid, 32, 0, stream, p);
 }
 
 } // namespace kvactor::gpu

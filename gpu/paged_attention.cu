@@ -1,4 +1,5 @@
 #include "gpu/cuda_check.h"
+#include "gpu/launch.cuh"
 #include "gpu/paged_attention.cuh"
 #include "runtime/error.h"
 
@@ -18,8 +19,7 @@ template <int HEAD_DIM>
 void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   const size_t smem = attention_smem_layout(HEAD_DIM, p.tile_tokens * p.group).total;
   const dim3 grid(unsigned(num_tiles), unsigned(p.kv.num_kv_heads));
-  paged_attention_kernel<HEAD_DIM><<<grid, attention_threads, smem, stream>>>(p);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(paged_attention_kernel<HEAD_DIM>, grid, attention_threads, smem, stream, p);
 }
 
 } // namespace

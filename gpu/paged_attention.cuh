@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "gpu/launch.cuh"
 #include "gpu/paged_attention.h"
 #include "gpu/reduce.cuh"
 
@@ -48,6 +49,8 @@ __global__ void __launch_bounds__(attention_threads) paged_attention_kernel(cons
   constexpr int D = HEAD_DIM, KEYS = attention_keys, K_STRIDE = attention_k_stride(D), CHUNKS = D / 8;
   static_assert(D % 8 == 0, "K/V rows are moved in 16-byte chunks");
   extern __shared__ __align__(16) unsigned char smem[];
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int rows = p.tile_tokens * p.group;
   const attention_smem layout = attention_smem_layout(D, rows);
   float* q_s = reinterpret_cast<float*>(smem + layout.q);

@@ -1,4 +1,5 @@
 #include "gpu/cuda_check.h"
+#include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/rms_norm.h"
 #include "gpu/vec.cuh"
@@ -9,13 +10,24 @@ namespace {
 
 constexpr int cached_vectors = 8; // float4 per thread held between the passes
 
-__global__ void __launch_bounds__(1024)
+__global__ void __launch_bounds__(rms_norm_max_hidden / (cached_vectors * 4))
     add_rms_norm_kernel(const int32_t* rows, float* residual, const __nv_bfloat16* delta, bool update_residual,
                         const float* weight, __nv_bfloat16* out, int32_t hidden, float eps) {
   __shared__ float scratch[32];
+  launch_next_kernel();
+  // The norm's weights are constant: loaded while the previous kernel ends.
+  const int32_t vectors = hidden / 4;
+  const float4* w = reinterpret_cast<const float4*>(weight);
+  float4 g[cached_vectors];
+#pragma unroll
+  for (int c = 0; c < cached_vectors; ++c) {
+    const int32_t i = threadIdx.x + c * blockDim.x;
+    if (i >= vectors) break;
+    g[c] = w[i];
+  }
+  wait_for_previous_kernel();
   const int32_t r = blockIdx.x;
   const int32_t s = rows ? rows[r] : r;
-  const int32_t vectors = hidden / 4;
   float4* x = reinterpret_cast<float4*>(residual + size_t(s) * hidden);
   const uint2* dx = delta ? reinterpret_cast<const uint2*>(delta + size_t(s) * hidden) : nullptr;
   float4 v[cached_vectors];
@@ -38,15 +50,13 @@ __global__ void __launch_bounds__(1024)
   }
   sum_sq = block_sum(sum_sq, scratch);
   const float inv = 1.0f / sqrtf(sum_sq / float(hidden) + eps);
-  const float4* w = reinterpret_cast<const float4*>(weight);
   uint2* y = reinterpret_cast<uint2*>(out + size_t(r) * hidden);
 #pragma unroll
   for (int c = 0; c < cached_vectors; ++c) {
     const int32_t i = threadIdx.x + c * blockDim.x;
     if (i >= vectors) break;
-    const float4 g = w[i];
-    y[i] = make_uint2(pack_bf16((v[c].x * inv) * g.x, (v[c].y * inv) * g.y),
-                      pack_bf16((v[c].z * inv) * g.z, (v[c].w * inv) * g.w));
+    y[i] = make_uint2(pack_bf16((v[c].x * inv) * g[c].x, (v[c].y * inv) * g[c].y),
+                      pack_bf16((v[c].z * inv) * g[c].z, (v[c].w * inv) * g[c].w));
   }
 }
 
@@ -59,9 +69,8 @@ void launch_add_rms_norm(const int32_t* rows, float* residual, const __nv_bfloat
   // Enough threads that each holds at most cached_vectors vectors, in whole warps.
   const int32_t per_thread = cached_vectors * 4;
   const int threads = ((hidden + per_thread - 1) / per_thread + 31) / 32 * 32;
-  add_rms_norm_kernel<<<num_rows, threads, 0, stream>>>(rows, residual, delta, update_residual, weight, out, hidden,
-                                                       eps);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(add_rms_norm_kernel, num_rows, threads, 0, stream, rows, residual, delta, update_residual, weight, out,
+                hidden, eps);
 }
 
 } // namespace kvactor::gpu

@@ -20,8 +20,8 @@ void launch_add_rms_norm(const int32_t* rows,        // [num_rows] or null
                          __nv_bfloat16* out,         // [num_rows, hidden]
                          int32_t num_rows, int32_t hidden, float eps, cudaStream_t stream);
 
-// A row stays in registers between the two passes: 8 vectors of 4 per thread,
-// at most 1024 threads.
-constexpr int32_t rms_norm_max_hidden = 8 * 4 * 1024;
+// A row and the norm's weights stay in registers between the two passes: 8
+// vectors of 4 each per thread, at most 512 threads.
+constexpr int32_t rms_norm_max_hidden = 8 * 4 * 512;
 
 } // namespace kvactor::gpu

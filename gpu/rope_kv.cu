@@ -1,4 +1,5 @@
 #include "gpu/cuda_check.h"
+#include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/rope_kv.h"
 
@@ -37,17 +38,21 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
   float* cos_s = smem;         // [half]
   float* sin_s = cos_s + half; // [half]
+  launch_next_kernel();
 
+  // The angles depend on the step's metadata alone (copied before the step's
+  // first kernel): computed while the previous kernel ends.
   const int32_t t = blockIdx.x;
   const int32_t pos = p.positions[t];
-  if (pos < 0) return; // a padding row of a decode plan: no K/V to write, q unused
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+  for (int i = threadIdx.x; i < half && pos >= 0; i += blockDim.x) {
     double s, c;
     sincos(double(pos) * p.inv_freq[i], &s, &c);
     cos_s[i] = float(c);
     sin_s[i] = float(s);
   }
   __syncthreads();
+  wait_for_previous_kernel();
+  if (pos < 0) return; // a padding row of a decode plan: no K/V to write, q unused
 
   const int num_q = p.num_heads, num_qk = p.num_heads + p.num_kv_heads, num_all = num_qk + p.num_kv_heads;
   // K and V go to their slot in the page, or to the token's staging row.
@@ -124,8 +129,7 @@ void launch_rope_kv(const rope_kv_params& params, int32_t num_tokens, cudaStream
   const size_t smem = sizeof(float) * size_t(params.head_dim);
   const int num_all = params.num_heads + 2 * params.num_kv_heads;
   const dim3 grid(unsigned(num_tokens), many ? 1u : unsigned((num_all + warps - 1) / warps));
-  rope_kv_kernel<<<grid, 32 * warps, smem, stream>>>(params);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(rope_kv_kernel, grid, 32 * warps, smem, stream, params);
 }
 
 } // namespace kvactor::gpu

@@ -1,6 +1,7 @@
 #include <climits>
 
 #include "gpu/cuda_check.h"
+#include "gpu/launch.cuh"
 #include "gpu/sampling.h"
 
 namespace kvactor::gpu {
@@ -351,6 +352,8 @@ __global__ void __launch_bounds__(sample_threads)
     sample_kernel(float* logits, const sample_row* rows, int32_t* tokens, sample_cutoff* cutoffs, int32_t vocab) {
   extern __shared__ double segment[]; // [ceil(vocab / 32)] for find_crossing
   __shared__ scratch s;
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int32_t row = blockIdx.x;
   float* l = logits + size_t(row) * vocab;
   const sample_row p = rows[row];
@@ -421,8 +424,8 @@ void init_sampling(int32_t vocab) {
 void launch_sample(float* logits, const sample_row* rows, int32_t* tokens, sample_cutoff* cutoffs,
                    int32_t num_rows, int32_t vocab, cudaStream_t stream) {
   if (num_rows == 0) return;
-  sample_kernel<<<num_rows, sample_threads, sample_smem_bytes(vocab), stream>>>(logits, rows, tokens, cutoffs, vocab);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(sample_kernel, num_rows, sample_threads, sample_smem_bytes(vocab), stream, logits, rows, tokens,
+                cutoffs, vocab);
 }
 
 } // namespace kvactor::gpu

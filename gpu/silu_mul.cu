@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "gpu/cuda_check.h"
+#include "gpu/launch.cuh"
 #include "gpu/silu_mul.h"
 #include "gpu/vec.cuh"
 
@@ -11,6 +12,8 @@ namespace {
 // One thread per 8 outputs: two 16-byte loads, one 16-byte store.
 __global__ void silu_mul_kernel(const __nv_bfloat16* gate_up, __nv_bfloat16* out, size_t chunks,
                                 int32_t intermediate) {
+  launch_next_kernel();
+  wait_for_previous_kernel();
   const int32_t row_chunks = intermediate / 8;
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < chunks; i += size_t(gridDim.x) * blockDim.x) {
     const size_t t = i / row_chunks, c = i % row_chunks;
@@ -32,8 +35,7 @@ void launch_silu_mul(const __nv_bfloat16* gate_up, __nv_bfloat16* out, int32_t n
   if (chunks == 0) return;
   constexpr int threads = 256;
   const int blocks = int(std::min<size_t>((chunks + threads - 1) / threads, 65536));
-  silu_mul_kernel<<<blocks, threads, 0, stream>>>(gate_up, out, chunks, intermediate);
-  KVACTOR_CUDA_CHECK_LAUNCH();
+  launch_kernel(silu_mul_kernel, blocks, threads, 0, stream, gate_up, out, chunks, intermediate);
 }
 
 } // namespace kvactor::gpu

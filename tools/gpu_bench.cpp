@@ -4,7 +4,7 @@
 // one table printed last.
 //
 //   gpu_bench [--config tools/shapes/llama3-8b/config.json] [--hf hf.json] [--json out.json]
-//             [--only ceilings]
+//             [--only ceilings | --only decode]
 //
 // Measured: (1) a large device-to-device copy (bytes read + written per
 // second) and a cuBLASLt bf16 GEMM of 8192^3; (2) one prompt of 8192 tokens
@@ -354,12 +354,15 @@ void attention(bench_setup& b, cudaStream_t stream, int32_t num_sms) {
     const int32_t splits = gpu::decode_max_splits(seqs, c.num_kv_heads, num_sms);
     device_buffer<float> part(gpu::decode_partial_out_elems(seqs, splits, c.num_heads, d));
     device_buffer<float> ml(gpu::decode_partial_ml_elems(seqs, splits, c.num_heads));
+    device_buffer<int32_t> done(gpu::decode_split_done_elems(seqs, c.num_kv_heads));
+    KVACTOR_CUDA_CHECK(cudaMemset(done.get(), 0, done.size() * sizeof(int32_t)));
     gpu::decode_attention_params a;
     a.q = q.get();
     a.out = out.get();
     a.positions = meta.get() + plan.positions;
     a.partial_out = part.get();
     a.partial_ml = ml.get();
+    a.split_done = done.get();
     a.num_heads = c.num_heads;
     a.group = group;
     a.max_splits = splits;
@@ -500,6 +503,7 @@ std::string ratio(double a, double b) { return b > 0 && a > 0 ? fmt("%.2fx", a /
 int main(int argc, char** argv) try {
   std::string config_path = "tools/shapes/llama3-8b/config.json", hf_path, json_path;
   bool ceilings_only = false; // --only ceilings: the two ceilings, for runs that measure something else
+  bool decode_only = false;   // --only decode: the decode steps at batch 1 and 256, for profiles
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     if (flag == "--config")
@@ -510,6 +514,8 @@ int main(int argc, char** argv) try {
       json_path = argv[i + 1];
     else if (flag == "--only" && std::string(argv[i + 1]) == "ceilings")
       ceilings_only = true;
+    else if (flag == "--only" && std::string(argv[i + 1]) == "decode")
+      decode_only = true;
     else
       throw error("gpu_bench: unknown option " + flag);
   }
@@ -547,6 +553,11 @@ int main(int argc, char** argv) try {
   tuned_options.tune_gemms = true;
   cuda_executor tuned(b.model, nullptr, tuned_options);
 
+  if (decode_only) {
+    record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, true, 1024 / b.page_size + 10));
+    record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, true, pages_each));
+    return 0;
+  }
   prefill(b, tuned, prompt, 2048, "prefill_8192_tuned");
   prefill(b, ex, prompt, 2048, "prefill_8192");
   std::printf("decode\n");

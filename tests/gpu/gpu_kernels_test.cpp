@@ -229,6 +229,8 @@ struct attention_fixture {
     out.poison(nullptr);
     device_buffer<float> partial_out(gpu::decode_partial_out_elems(rows, max_splits, shape.num_heads, shape.head_dim));
     device_buffer<float> partial_ml(gpu::decode_partial_ml_elems(rows, max_splits, shape.num_heads));
+    device_buffer<int32_t> split_done(gpu::decode_split_done_elems(rows, shape.num_kv_heads));
+    KVACTOR_CUDA_CHECK(cudaMemset(split_done.get(), 0, split_done.size() * sizeof(int32_t)));
     gpu::decode_attention_params a;
     a.q = q.get(); // rows past the batch are padding: never read
     a.out = out.get();
@@ -236,6 +238,7 @@ struct attention_fixture {
     a.positions = meta.get() + p.positions;
     a.partial_out = partial_out.get();
     a.partial_ml = partial_ml.get();
+    a.split_done = split_done.get();
     a.num_heads = shape.num_heads;
     a.group = shape.num_heads / shape.num_kv_heads;
     a.window = shape.window;
@@ -244,6 +247,9 @@ struct attention_fixture {
     a.scale = 1.0f / std::sqrt(float(shape.head_dim));
     gpu::launch_decode_attention(a, rows, nullptr);
     KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+    // The block that merges a row's splits zeroes its count for the next launch.
+    const auto done = download(split_done);
+    CHECK(std::count(done.begin(), done.end(), 0) == std::ptrdiff_t(done.size()));
     return download_bf16(out);
   }
 
