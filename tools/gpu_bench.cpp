@@ -545,6 +545,12 @@ int main(int argc, char** argv) try {
   const double kv_per_token = double(kv_bytes_per_token(config.num_layers, config.num_kv_heads, config.head_dim, 2));
 
   cuda_executor ex(b.model, stream.get());
+  if (decode_only) {
+    record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, true, 1024 / b.page_size + 10));
+    record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, true, pages_each));
+    if (!json_path.empty()) std::ofstream(json_path) << json::serialize(results) << "\n";
+    return 0;
+  }
   cuda_executor_options eager_options;
   eager_options.use_graphs = false;
   cuda_executor eager(b.model, nullptr, eager_options); // a second executor on the same model
@@ -553,11 +559,6 @@ int main(int argc, char** argv) try {
   tuned_options.tune_gemms = true;
   cuda_executor tuned(b.model, nullptr, tuned_options);
 
-  if (decode_only) {
-    record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, true, 1024 / b.page_size + 10));
-    record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, true, pages_each));
-    return 0;
-  }
   prefill(b, tuned, prompt, 2048, "prefill_8192_tuned");
   prefill(b, ex, prompt, 2048, "prefill_8192");
   std::printf("decode\n");
