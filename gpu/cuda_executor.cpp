@@ -96,6 +96,7 @@ struct cuda_executor::state {
   // Activations, for up to token_capacity tokens.
   int64_t token_capacity = 0;
   device_buffer<float> residual; // [tokens, hidden] the residual stream
+  device_buffer<bf16> residual_bf16; // [gemv_max_rows, hidden] the same in bf16, for the fused GEMVs
   device_buffer<bf16> normed;    // [tokens, hidden] normed input of a block
   device_buffer<bf16> qkv;       // [tokens, q_dim + 2 kv_dim]
   device_buffer<bf16> q;         // [tokens, num_heads, head_dim] roped
@@ -175,6 +176,7 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
   graphs.clear();
   residual = device_buffer<float>(size_t(n * h));
+  residual_bf16 = device_buffer<bf16>(size_t(std::min<int64_t>(n, gpu::gemv_max_rows) * h));
   normed = device_buffer<bf16>(size_t(n * h));
   qkv = device_buffer<bf16>(size_t(n * (qd + 2 * kvd)));
   q = device_buffer<bf16>(size_t(n * qd));
@@ -184,7 +186,7 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   act = device_buffer<bf16>(size_t(n * inter));
   if (kv_is_quantized(model->cache_format())) kv_stage = device_buffer<float>(size_t(n * 2 * kvd));
   // NOTE: 0xff bytes are NaN: a read of anything no kernel wrote shows up.
-  for (auto* b : {&normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
+  for (auto* b : {&residual_bf16, &normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
   for (auto* b : {&residual, &kv_stage}) b->poison(stream);
   token_capacity = n;
 }
@@ -234,8 +236,6 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   kv.page_indices = meta + p.page_indices;
   const bool quantized = kv_is_quantized(kv.format);
 
-  linear(normed.get(), w.qkv.get(), qkv.get(), false, n, qd + 2 * kvd, h);
-
   gpu::rope_kv_params rope;
   rope.qkv = qkv.get();
   rope.qkv_bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.get();
@@ -251,9 +251,25 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   rope.head_dim = c.head_dim;
   rope.eps = c.rms_norm_eps;
   if (quantized) rope.kv_stage = kv_stage.get();
-  // All new keys are in their pages before attention: a token attends to
-  // earlier tokens of its own chunk.
-  gpu::launch_rope_kv(rope, p.num_tokens, stream);
+
+  // At a few tokens the projections read the residual stream themselves
+  // (norm fused in), the qkv one ropes and stores K/V too where it can, and
+  // the others add to the residual stream; at more, cuBLASLt runs between
+  // separate add+RMSNorm and RoPE/KV kernels. Either way all new keys are in
+  // their pages before attention: a token attends to earlier tokens of its
+  // own chunk.
+  const bool few = n <= gpu::gemv_max_rows;
+  if (few && gpu::rope_kv_fusable(rope)) {
+    gpu::launch_rms_norm_gemv_rope_kv(residual_bf16.get(), w.input_norm.get(), w.qkv.get(), rope, int32_t(n),
+                                      int32_t(h), c.rms_norm_eps, stream);
+  } else {
+    if (few)
+      gpu::launch_rms_norm_gemv(residual_bf16.get(), w.input_norm.get(), w.qkv.get(), qkv.get(), int32_t(n),
+                                int32_t(qd + 2 * kvd), int32_t(h), c.rms_norm_eps, stream);
+    else
+      gemm.run(normed.get(), w.qkv.get(), qkv.get(), CUDA_R_16BF, n, qd + 2 * kvd, h);
+    gpu::launch_rope_kv(rope, p.num_tokens, stream);
+  }
   if (quantized) {
     gpu::kv_quantize_params store;
     store.stage = kv_stage.get();
@@ -300,16 +316,21 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
       gpu::launch_paged_attention(a, p.num_tiles, stream);
   }
 
-  linear(attn.get(), w.o_proj.get(), proj.get(), false, n, h, qd);
+  if (few) {
+    gpu::launch_gemv_add(attn.get(), w.o_proj.get(), residual.get(), residual_bf16.get(), int32_t(n), int32_t(h),
+                         int32_t(qd), stream);
+    gpu::launch_rms_norm_gemv_gated(residual_bf16.get(), w.post_attention_norm.get(), w.gate_up.get(), act.get(),
+                                    int32_t(n), int32_t(inter), int32_t(h), c.rms_norm_eps, stream);
+    gpu::launch_gemv_add(act.get(), w.down.get(), residual.get(), residual_bf16.get(), int32_t(n), int32_t(h),
+                         int32_t(inter), stream);
+    return;
+  }
+  gemm.run(attn.get(), w.o_proj.get(), proj.get(), CUDA_R_16BF, n, h, qd);
   gpu::launch_add_rms_norm(nullptr, residual.get(), proj.get(), true, w.post_attention_norm.get(), normed.get(),
                            p.num_tokens, c.hidden_size, c.rms_norm_eps, stream);
-  if (n <= gpu::gemv_max_rows) {
-    gpu::launch_gemv_gated(normed.get(), w.gate_up.get(), act.get(), int32_t(n), int32_t(inter), int32_t(h), stream);
-  } else {
-    gemm.run(normed.get(), w.gate_up.get(), gate_up.get(), CUDA_R_16BF, n, 2 * inter, h);
-    gpu::launch_silu_mul(gate_up.get(), act.get(), p.num_tokens, c.intermediate_size, stream);
-  }
-  linear(act.get(), w.down.get(), proj.get(), false, n, h, inter);
+  gemm.run(normed.get(), w.gate_up.get(), gate_up.get(), CUDA_R_16BF, n, 2 * inter, h);
+  gpu::launch_silu_mul(gate_up.get(), act.get(), p.num_tokens, c.intermediate_size, stream);
+  gemm.run(act.get(), w.down.get(), proj.get(), CUDA_R_16BF, n, h, inter);
   // The next layer's input norm takes the residual add along; after the last
   // layer the final norm does, for the logits rows only.
   if (layer + 1 < c.num_layers)
@@ -321,12 +342,15 @@ void cuda_executor::state::launch_step(output out, const int32_t* meta) {
   const model_config& c = config;
   const gpu::batch_plan& p = plan;
   const gpu::device_weights& w = model->weights();
-  gpu::launch_embedding(meta + p.token_ids, w.embed_tokens.get(), residual.get(), p.num_tokens, c.hidden_size, stream);
-  gpu::launch_add_rms_norm(nullptr, residual.get(), nullptr, false, w.layers[0].input_norm.get(), normed.get(),
-                           p.num_tokens, c.hidden_size, c.rms_norm_eps, stream);
+  const bool few = p.num_tokens <= gpu::gemv_max_rows; // as in run_layer
+  gpu::launch_embedding(meta + p.token_ids, w.embed_tokens.get(), residual.get(), few ? residual_bf16.get() : nullptr,
+                        p.num_tokens, c.hidden_size, stream);
+  if (!few)
+    gpu::launch_add_rms_norm(nullptr, residual.get(), nullptr, false, w.layers[0].input_norm.get(), normed.get(),
+                             p.num_tokens, c.hidden_size, c.rms_norm_eps, stream);
   for (int32_t layer = 0; layer < c.num_layers; ++layer) run_layer(layer, meta);
   if (p.num_logits == 0) return;
-  gpu::launch_add_rms_norm(meta + p.logit_rows, residual.get(), proj.get(), false, w.final_norm.get(),
+  gpu::launch_add_rms_norm(meta + p.logit_rows, residual.get(), few ? nullptr : proj.get(), false, w.final_norm.get(),
                            final_normed.get(), p.num_logits, c.hidden_size, c.rms_norm_eps, stream);
   linear(final_normed.get(), w.lm_head_matrix(), logits.get(), true, p.num_logits, c.vocab_size, c.hidden_size);
   if (out == output::tokens)

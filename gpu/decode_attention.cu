@@ -244,13 +244,31 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
     if (lane == 0) split_inv_total[h] = 1.0f / total;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < g * D; i += decode_threads) {
-    const int h = i / D, d = i % D;
-    float sum = 0.0f;
-#pragma unroll 4
-    for (int s = 0; s < splits; ++s)
-      sum = fmaf(split_weight[h][s], __ldcg(p.partial_out + (first + size_t(s) * p.num_heads + h) * D + d), sum);
-    p.out[(head0 + h) * D + d] = __float2bfloat16(sum * split_inv_total[h]);
+  // Four dimensions a thread, the loads of up to merge_batch splits in flight
+  // at once: the merge is a few L2 round trips, not one per split.
+  constexpr int merge_batch = 16;
+  const size_t split_stride = size_t(p.num_heads) * D / 4; // float4s from one split to the next
+  for (int i = threadIdx.x; i < g * D / 4; i += decode_threads) {
+    const int h = 4 * i / D, d = 4 * i % D;
+    const float4* part = reinterpret_cast<const float4*>(p.partial_out + (first + h) * D + d);
+    float4 sum = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int s0 = 0; s0 < splits; s0 += merge_batch) {
+      float4 x[merge_batch];
+#pragma unroll
+      for (int j = 0; j < merge_batch; ++j)
+        x[j] = s0 + j < splits ? __ldcg(part + size_t(s0 + j) * split_stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+      for (int j = 0; j < merge_batch; ++j) {
+        const float w = s0 + j < splits ? split_weight[h][s0 + j] : 0.0f;
+        sum.x = fmaf(w, x[j].x, sum.x);
+        sum.y = fmaf(w, x[j].y, sum.y);
+        sum.z = fmaf(w, x[j].z, sum.z);
+        sum.w = fmaf(w, x[j].w, sum.w);
+      }
+    }
+    const float inv = split_inv_total[h];
+    *reinterpret_cast<uint2*>(p.out + (head0 + h) * D + d) =
+        make_uint2(pack_bf16(sum.x * inv, sum.y * inv), pack_bf16(sum.z * inv, sum.w * inv));
   }
   if (threadIdx.x == 0) *done = 0; // for the next launch
 }

@@ -10,6 +10,7 @@ namespace {
 constexpr int rope_kv_max_warps = 16;
 // Element pairs a lane holds of each half of a head: head_dim <= 256.
 constexpr int pairs_per_lane = 2;
+constexpr int heads_in_flight = 4; // per warp
 
 __device__ __forceinline__ float2 load_pair(const __nv_bfloat16* p, const float* bias, int i) {
   float2 x = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p + i));
@@ -31,8 +32,9 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16* bf, float* f, int i, f
 // blockDim.x / 32 heads), one warp per head at a time: the token's angles are
 // computed once per block, a decode step's few tokens still spread over many
 // multiprocessors. A lane moves element pairs (4-byte loads): pair i of the
-// first half rotates with pair i of the second.
-__global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const rope_kv_params p) {
+// first half rotates with pair i of the second. (Two blocks a multiprocessor:
+// 64 registers with heads_in_flight heads' pairs held.)
+__global__ void __launch_bounds__(32 * rope_kv_max_warps, 2) rope_kv_kernel(const rope_kv_params p) {
   extern __shared__ float smem[];
   const int hd = p.head_dim, half = hd / 2;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -69,51 +71,75 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps) rope_kv_kernel(const r
   }
   const __nv_bfloat16* row = p.qkv + size_t(t) * num_all * hd;
 
-  for (int h = blockIdx.y * warps + warp; h < num_all; h += warps * gridDim.y) { // the same for the whole warp
-    const __nv_bfloat16* src = row + size_t(h) * hd;
-    const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
-    if (h >= num_qk) { // a v head: bias only
-      const size_t at = size_t(h - num_qk) * hd;
-      for (int i = 2 * lane; i < hd; i += 64) {
-        const float2 x = load_pair(src, bias, i);
-        store_pair(v_dst ? v_dst + at : nullptr, v_stage ? v_stage + at : nullptr, i, x.x, x.y);
-      }
-      continue;
-    }
-    float2 lo[pairs_per_lane], hi[pairs_per_lane];
-    float sum_sq = 0.0f;
+  // A warp's heads in batches of heads_in_flight, every load of a batch
+  // issued before the first is used (a token's 48 heads over 16 warps would
+  // otherwise be three load round trips in a row).
+  const int stride = warps * gridDim.y;
+  for (int h0 = blockIdx.y * warps + warp; h0 < num_all; h0 += heads_in_flight * stride) { // warp-uniform
+    float2 lo[heads_in_flight][pairs_per_lane], hi[heads_in_flight][pairs_per_lane];
 #pragma unroll
-    for (int k = 0; k < pairs_per_lane; ++k) {
-      const int i = 2 * (lane + 32 * k);
-      if (i >= half) break;
-      lo[k] = load_pair(src, bias, i);
-      hi[k] = load_pair(src, bias, i + half);
-      sum_sq += lo[k].x * lo[k].x + lo[k].y * lo[k].y + hi[k].x * hi[k].x + hi[k].y * hi[k].y;
-    }
-    const bool is_q = h < num_q;
-    const float* norm = is_q ? p.q_norm : p.k_norm;
-    const float inv = norm ? 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps) : 1.0f;
-    __nv_bfloat16* dst = nullptr;
-    float* staged = nullptr;
-    if (is_q)
-      dst = p.q_out + (size_t(t) * p.num_heads + h) * hd;
-    else if (k_stage)
-      staged = k_stage + size_t(h - num_q) * hd;
-    else
-      dst = k_dst + size_t(h - num_q) * hd;
+    for (int j = 0; j < heads_in_flight; ++j) {
+      const int h = h0 + j * stride;
+      if (h >= num_all) break;
+      const __nv_bfloat16* src = row + size_t(h) * hd;
+      const float* bias = p.qkv_bias ? p.qkv_bias + size_t(h) * hd : nullptr;
 #pragma unroll
-    for (int k = 0; k < pairs_per_lane; ++k) {
-      const int i = 2 * (lane + 32 * k);
-      if (i >= half) break;
-      float a0 = lo[k].x, a1 = lo[k].y, b0 = hi[k].x, b1 = hi[k].y;
-      if (norm) {
-        a0 = (a0 * inv) * norm[i];
-        a1 = (a1 * inv) * norm[i + 1];
-        b0 = (b0 * inv) * norm[i + half];
-        b1 = (b1 * inv) * norm[i + half + 1];
+      for (int k = 0; k < pairs_per_lane; ++k) {
+        const int i = 2 * (lane + 32 * k);
+        if (i >= half) break;
+        lo[j][k] = load_pair(src, bias, i);
+        hi[j][k] = load_pair(src, bias, i + half);
       }
-      store_pair(dst, staged, i, a0 * cos_s[i] - b0 * sin_s[i], a1 * cos_s[i + 1] - b1 * sin_s[i + 1]);
-      store_pair(dst, staged, i + half, b0 * cos_s[i] + a0 * sin_s[i], b1 * cos_s[i + 1] + a1 * sin_s[i + 1]);
+    }
+#pragma unroll
+    for (int j = 0; j < heads_in_flight; ++j) {
+      const int h = h0 + j * stride;
+      if (h >= num_all) break;
+      if (h >= num_qk) { // a v head: stored as it is
+        const size_t at = size_t(h - num_qk) * hd;
+        __nv_bfloat16* dst = v_dst ? v_dst + at : nullptr;
+        float* staged = v_stage ? v_stage + at : nullptr;
+#pragma unroll
+        for (int k = 0; k < pairs_per_lane; ++k) {
+          const int i = 2 * (lane + 32 * k);
+          if (i >= half) break;
+          store_pair(dst, staged, i, lo[j][k].x, lo[j][k].y);
+          store_pair(dst, staged, i + half, hi[j][k].x, hi[j][k].y);
+        }
+        continue;
+      }
+      float sum_sq = 0.0f;
+#pragma unroll
+      for (int k = 0; k < pairs_per_lane; ++k) {
+        const int i = 2 * (lane + 32 * k);
+        if (i >= half) break;
+        sum_sq += lo[j][k].x * lo[j][k].x + lo[j][k].y * lo[j][k].y + hi[j][k].x * hi[j][k].x + hi[j][k].y * hi[j][k].y;
+      }
+      const bool is_q = h < num_q;
+      const float* norm = is_q ? p.q_norm : p.k_norm;
+      const float inv = norm ? 1.0f / sqrtf(warp_sum(sum_sq) / float(hd) + p.eps) : 1.0f;
+      __nv_bfloat16* dst = nullptr;
+      float* staged = nullptr;
+      if (is_q)
+        dst = p.q_out + (size_t(t) * p.num_heads + h) * hd;
+      else if (k_stage)
+        staged = k_stage + size_t(h - num_q) * hd;
+      else
+        dst = k_dst + size_t(h - num_q) * hd;
+#pragma unroll
+      for (int k = 0; k < pairs_per_lane; ++k) {
+        const int i = 2 * (lane + 32 * k);
+        if (i >= half) break;
+        float a0 = lo[j][k].x, a1 = lo[j][k].y, b0 = hi[j][k].x, b1 = hi[j][k].y;
+        if (norm) {
+          a0 = (a0 * inv) * norm[i];
+          a1 = (a1 * inv) * norm[i + 1];
+          b0 = (b0 * inv) * norm[i + half];
+          b1 = (b1 * inv) * norm[i + half + 1];
+        }
+        store_pair(dst, staged, i, a0 * cos_s[i] - b0 * sin_s[i], a1 * cos_s[i + 1] - b1 * sin_s[i + 1]);
+        store_pair(dst, staged, i + half, b0 * cos_s[i] + a0 * sin_s[i], b1 * cos_s[i + 1] + a1 * sin_s[i + 1]);
+      }
     }
   }
 }

@@ -32,4 +32,11 @@ struct rope_kv_params {
 
 void launch_rope_kv(const rope_kv_params& params, int32_t num_tokens, cudaStream_t stream);
 
+// Whether the small-batch projection can do this kernel's work in its
+// epilogue (launch_rms_norm_gemv_rope_kv): a bf16 cache, no q/k norms (those
+// need a whole head in one warp).
+inline bool rope_kv_fusable(const rope_kv_params& p) {
+  return p.kv.format == kv_format::bf16 && !p.kv_stage && !p.q_norm && !p.k_norm;
+}
+
 } // namespace kvactor::gpu

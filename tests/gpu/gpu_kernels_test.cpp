@@ -1,7 +1,9 @@
 // The fast kernels against the references they replace, on random inputs
 // drawn fresh on every run (the seed is printed with a failure):
 // tensor-core attention vs the general attention kernel, split-KV decode
-// attention vs the general kernel with and without splits, GEMV vs float64,
+// attention vs the general kernel with and without splits, GEMV (plain,
+// with the residual add, with the RMSNorm and SwiGLU) vs float64, the qkv
+// GEMV with RoPE and the K/V write vs the GEMV then the RoPE/KV kernel,
 // GPU sampling vs the CPU sampler; 8-bit KV writes vs the CPU's
 // quantization, 8-bit KV reads vs the same kernels on the dequantized values.
 #include <cuda_bf16.h>
@@ -25,6 +27,7 @@
 #include "gpu/gemv.h"
 #include "gpu/kv_quantize.h"
 #include "gpu/paged_attention.h"
+#include "gpu/rope_kv.h"
 #include "gpu/sampling.h"
 #include "runtime/dtype.h"
 #include "runtime/kv_quant.h"
@@ -512,52 +515,189 @@ TEST_CASE("8-bit KV writes store what the CPU backend stores, bit for bit") {
   }
 }
 
-TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows, plain and gated") {
+TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the residual, normed, normed+gated") {
   const uint32_t seed = fresh_seed();
   CAPTURE(seed);
   std::mt19937 rng(seed);
-  double worst_bf16 = 0, worst_f32 = 0, worst_gated = 0;
+  const float eps = 1e-5f;
+  double worst_bf16 = 0, worst_f32 = 0, worst_add = 0, worst_norm = 0, worst_gated = 0;
   for (auto [n, k] : {std::pair{96, 64}, std::pair{1000, 264}, std::pair{40, 4104}}) {
     for (int32_t m = 1; m <= gpu::gemv_max_rows; ++m) {
       CAPTURE(m);
       CAPTURE(n);
       CAPTURE(k);
       const auto x = random_bf16(size_t(m) * k, 1.0f, rng), w = random_bf16(size_t(2 * n) * k, 1.0f, rng);
-      // [m, 2n] in float64: the rows of w against the rows of x.
-      std::vector<double> dot(size_t(m) * 2 * n);
-      for (int32_t i = 0; i < m; ++i)
+      // The residual stream: bf16 into the normed GEMVs, fp32 under the add
+      // (scaled so that the RMS is not 1).
+      const auto r_bf16 = random_bf16(size_t(m) * k, 3.0f, rng);
+      std::vector<float> r(r_bf16.size()), r0(size_t(m) * n);
+      for (size_t i = 0; i < r.size(); ++i) r[i] = bf16_to_f32(r_bf16[i]);
+      std::uniform_real_distribution<float> u(-3.0f, 3.0f), near_one(0.5f, 1.5f);
+      for (auto& v : r0) v = u(rng);
+      std::vector<float> g(static_cast<size_t>(k)); // the norm's weights
+      for (auto& v : g) v = near_one(rng);
+      // [m, 2n] in float64: the rows of w against the rows of x and of r.
+      std::vector<double> dot(size_t(m) * 2 * n), rdot(size_t(m) * 2 * n), inv(static_cast<size_t>(m));
+      for (int32_t i = 0; i < m; ++i) {
+        double sq = 0;
+        for (int32_t e = 0; e < k; ++e) sq += double(r[size_t(i) * k + e]) * r[size_t(i) * k + e];
+        inv[size_t(i)] = 1.0 / std::sqrt(sq / k + eps);
         for (int32_t j = 0; j < 2 * n; ++j) {
-          double s = 0;
-          for (int32_t e = 0; e < k; ++e)
-            s += double(bf16_to_f32(x[size_t(i) * k + e])) * bf16_to_f32(w[size_t(j) * k + e]);
+          double s = 0, sr = 0;
+          for (int32_t e = 0; e < k; ++e) {
+            const double we = bf16_to_f32(w[size_t(j) * k + e]);
+            s += double(bf16_to_f32(x[size_t(i) * k + e])) * we;
+            sr += double(r[size_t(i) * k + e]) * g[size_t(e)] * we;
+          }
           dot[size_t(i) * 2 * n + j] = s;
+          rdot[size_t(i) * 2 * n + j] = sr * inv[size_t(i)];
         }
-      std::vector<float> plain(size_t(m) * n), gated(size_t(m) * n);
+      }
+      std::vector<float> plain(size_t(m) * n), normed(size_t(m) * n), gated(size_t(m) * n);
       for (int32_t i = 0; i < m; ++i)
         for (int32_t j = 0; j < n; ++j) {
-          const double g = dot[size_t(i) * 2 * n + j], u = dot[size_t(i) * 2 * n + n + j];
-          plain[size_t(i) * n + j] = float(g);
-          gated[size_t(i) * n + j] = float(g / (1 + std::exp(-g)) * u);
+          const size_t at = size_t(i) * 2 * n + j;
+          plain[size_t(i) * n + j] = float(dot[at]);
+          normed[size_t(i) * n + j] = float(rdot[at]);
+          const double g = rdot[at], up = rdot[at + size_t(n)];
+          gated[size_t(i) * n + j] = float(g / (1 + std::exp(-g)) * up);
         }
       const auto dx = upload<bf16>(x), dw = upload<bf16>(w);
-      device_buffer<bf16> y_bf16(size_t(m) * n), y_gated(size_t(m) * n);
+      const auto dr = upload<bf16>(r_bf16);
+      const auto dg = upload<float>(g);
+      auto added = upload<float>(r0);
+      device_buffer<bf16> y_bf16(size_t(m) * n), added_bf16(size_t(m) * n), y_norm(size_t(m) * n),
+          y_gated(size_t(m) * n);
       device_buffer<float> y_f32(size_t(m) * n);
       gpu::launch_gemv(dx.get(), dw.get(), y_bf16.get(), false, m, n, k, nullptr);
       gpu::launch_gemv(dx.get(), dw.get(), y_f32.get(), true, m, n, k, nullptr);
-      gpu::launch_gemv_gated(dx.get(), dw.get(), y_gated.get(), m, n, k, nullptr);
+      gpu::launch_gemv_add(dx.get(), dw.get(), added.get(), added_bf16.get(), m, n, k, nullptr);
+      gpu::launch_rms_norm_gemv(dr.get(), dg.get(), dw.get(), y_norm.get(), m, n, k, eps, nullptr);
+      gpu::launch_rms_norm_gemv_gated(dr.get(), dg.get(), dw.get(), y_gated.get(), m, n, k, eps, nullptr);
       KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> sum = download(added), sum_bf16 = download_bf16(added_bf16);
+      std::vector<float> delta(sum.size());
+      size_t copies_differ = 0; // the bf16 copy is the new residual, rounded
+      for (size_t i = 0; i < sum.size(); ++i) {
+        delta[i] = sum[i] - r0[i]; // what the kernel added
+        copies_differ += sum_bf16[i] != bf16_to_f32(f32_to_bf16(sum[i])) ? 1 : 0;
+      }
+      CHECK(copies_differ == 0);
       const double eb = rel_l2(download_bf16(y_bf16), plain), ef = rel_l2(download(y_f32), plain);
+      const double ea = rel_l2(delta, plain), en = rel_l2(download_bf16(y_norm), normed);
       const double eg = rel_l2(download_bf16(y_gated), gated);
       CHECK(eb < 1e-2);
       CHECK(ef < 1e-5);
+      CHECK(ea < 1e-2);
+      CHECK(en < 1e-2);
       CHECK(eg < 1e-2);
       worst_bf16 = std::max(worst_bf16, eb);
       worst_f32 = std::max(worst_f32, ef);
+      worst_add = std::max(worst_add, ea);
+      worst_norm = std::max(worst_norm, en);
       worst_gated = std::max(worst_gated, eg);
     }
   }
-  summary("gemv vs float64, max rel-L2: bf16 out " + fixed(worst_bf16) + ", fp32 out " + fixed(worst_f32) +
-          ", gated " + fixed(worst_gated));
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "gemv vs float64, max rel-L2: bf16 out %.3g, fp32 out %.3g, added to the residual %.3g, normed %.3g, "
+                "normed+gated %.3g",
+                worst_bf16, worst_f32, worst_add, worst_norm, worst_gated);
+  summary(line);
+}
+
+TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then the RoPE/KV kernel") {
+  const uint32_t seed = fresh_seed();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const float eps = 1e-5f;
+  const int32_t page_size = 16, num_pages = 12, k = 264; // k: a partial last iteration
+  struct shape {
+    int32_t head_dim, num_heads, num_kv_heads;
+    bool bias;
+  };
+  double worst_q = 0, worst_kv = 0;
+  for (const shape sh : {shape{128, 8, 2, false}, shape{64, 4, 4, true}, shape{32, 6, 2, true}}) {
+    for (int32_t m = 1; m <= gpu::gemv_max_rows; ++m) {
+      CAPTURE(sh.head_dim);
+      CAPTURE(m);
+      const int32_t hd = sh.head_dim, qkv_dim = (sh.num_heads + 2 * sh.num_kv_heads) * hd;
+      const size_t kv_elems = size_t(num_pages) * page_size * sh.num_kv_heads * hd;
+      // Token t is sequence t's newest, at a random position; the last of
+      // several rows is padding (position -1).
+      std::vector<int32_t> positions(static_cast<size_t>(m)), token_seq(static_cast<size_t>(m)), indptr{0}, indices;
+      for (int32_t t = 0; t < m; ++t) {
+        positions[size_t(t)] = t == m - 1 && m > 1 ? -1 : int32_t(rng() % (3 * page_size));
+        token_seq[size_t(t)] = t;
+        for (int32_t j = 0; j < 3; ++j) indices.push_back(3 * t + j);
+        indptr.push_back(int32_t(indices.size()));
+      }
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f), near_one(0.5f, 1.5f);
+      std::vector<float> g(static_cast<size_t>(k)), bias(static_cast<size_t>(qkv_dim));
+      for (auto& v : g) v = near_one(rng);
+      for (auto& v : bias) v = u(rng);
+      std::vector<double> inv_freq(size_t(hd / 2));
+      for (int32_t i = 0; i < hd / 2; ++i) inv_freq[size_t(i)] = std::pow(500000.0, -2.0 * i / hd);
+      const auto r = random_bf16(size_t(m) * k, 3.0f, rng), w = random_bf16(size_t(qkv_dim) * k, 1.0f, rng);
+      const auto dr = upload<bf16>(r), dw = upload<bf16>(w);
+      const auto dg = upload<float>(g), dbias = upload<float>(bias);
+      const auto dpos = upload<int32_t>(positions), dseq = upload<int32_t>(token_seq);
+      const auto dindptr = upload<int32_t>(indptr), dindices = upload<int32_t>(indices);
+      const auto dfreq = upload<double>(inv_freq);
+      device_buffer<bf16> qkv(size_t(m) * qkv_dim), q_want(size_t(m) * sh.num_heads * hd),
+          q_got(size_t(m) * sh.num_heads * hd), k_want(kv_elems), v_want(kv_elems), k_got(kv_elems), v_got(kv_elems);
+      for (auto* b : {&q_want, &q_got, &k_want, &v_want, &k_got, &v_got})
+        KVACTOR_CUDA_CHECK(cudaMemset(b->get(), 0, b->size() * sizeof(bf16)));
+      gpu::rope_kv_params p;
+      p.qkv = qkv.get();
+      p.qkv_bias = sh.bias ? dbias.get() : nullptr;
+      p.inv_freq = dfreq.get();
+      p.positions = dpos.get();
+      p.token_seq = dseq.get();
+      p.kv.page_indptr = dindptr.get();
+      p.kv.page_indices = dindices.get();
+      p.kv.page_size = page_size;
+      p.kv.num_kv_heads = sh.num_kv_heads;
+      p.kv.head_dim = hd;
+      p.num_heads = sh.num_heads;
+      p.num_kv_heads = sh.num_kv_heads;
+      p.head_dim = hd;
+      REQUIRE(gpu::rope_kv_fusable(p));
+      gpu::rope_kv_params want = p, got = p;
+      want.q_out = q_want.get();
+      want.kv.k = k_want.get();
+      want.kv.v = v_want.get();
+      got.q_out = q_got.get();
+      got.kv.k = k_got.get();
+      got.kv.v = v_got.get();
+      gpu::launch_rms_norm_gemv(dr.get(), dg.get(), dw.get(), qkv.get(), m, qkv_dim, k, eps, nullptr);
+      gpu::launch_rope_kv(want, m, nullptr);
+      gpu::launch_rms_norm_gemv_rope_kv(dr.get(), dg.get(), dw.get(), got, m, k, eps, nullptr);
+      KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+      // The reference rounds q, k, v to bf16 before RoPE, the fused kernel
+      // after: close, not equal. Slots nothing wrote stay zero in both.
+      const auto qw = download_bf16(q_want), qg = download_bf16(q_got);
+      std::vector<float> kvw = download_bf16(k_want), kvg = download_bf16(k_got);
+      const auto vw = download_bf16(v_want), vg = download_bf16(v_got);
+      kvw.insert(kvw.end(), vw.begin(), vw.end());
+      kvg.insert(kvg.end(), vg.begin(), vg.end());
+      size_t written = 0, stray = 0;
+      for (size_t i = 0; i < kvw.size(); ++i) {
+        written += kvw[i] != 0.0f ? 1 : 0;
+        stray += (kvw[i] == 0.0f) != (kvg[i] == 0.0f) ? 1 : 0;
+      }
+      const int32_t real_tokens = m > 1 ? m - 1 : 1;
+      CHECK(written > size_t(real_tokens) * 2 * sh.num_kv_heads * hd * 9 / 10);
+      CHECK(stray == 0);
+      const double eq = rel_l2(qg, qw), ekv = rel_l2(kvg, kvw);
+      CHECK(eq < 1e-2);
+      CHECK(ekv < 1e-2);
+      worst_q = std::max(worst_q, eq);
+      worst_kv = std::max(worst_kv, ekv);
+    }
+  }
+  summary("qkv GEMV + RoPE/KV fused vs GEMV then RoPE/KV kernel, max rel-L2: q " + fixed(worst_q) + ", K/V " +
+          fixed(worst_kv));
 }
 
 TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candidates") {
