@@ -17,6 +17,7 @@
 # build-gpu/bin, or a staged bundle's bin/); OUT receives every JSON report,
 # plot and log (default: a new temporary directory). The Llama 3 tokenizer
 # comes from $KVACTOR_LLAMA3_TOKENIZER (default: the tokenizer cache's).
+# KVACTOR_BENCH_SCENARIOS=0 stops after the throughput runs (steps 1 to 3).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${1:-$root/build-gpu/bin}
@@ -54,6 +55,11 @@ done
 # between their tokens.
 long_prompt=(--scenario long-prompt --long-prompt-len 10000 --long-every 16 --prompt-len 64 --output-len 128
   --long-output-len 16 --rate 20 --requests 192 --seed 13)
+if [ "${KVACTOR_BENCH_SCENARIOS:-1}" = 0 ]; then
+  echo
+  python3 "$root/tools/reference/engine_bench_report.py" "$out"
+  exit 0
+fi
 best=$(python3 - "$out" <<'PY'
 import json, sys
 rate = {}
