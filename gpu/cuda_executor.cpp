@@ -96,7 +96,14 @@ struct cuda_executor::state {
   // Activations, for up to token_capacity tokens.
   int64_t token_capacity = 0;
   device_buffer<float> residual; // [tokens, hidden] the residual stream
-  device_buffer<bf16> residual_bf16; // [gemv_max_rows, hidden] the same in bf16, for the fused GEMVs
+  // Steps of few tokens: the input of the next RMSNorm, prepared by the
+  // kernel that updates the residual (gpu::norm_input), and its sums of
+  // squares, one slot of rows per norm of the step (2 a layer).
+  device_buffer<bf16> norm_x;       // [gemv_max_rows, hidden]
+  device_buffer<float> norm_sum_sq; // [2 num_layers, gemv_max_rows]
+  gpu::norm_input norm_slot(int32_t norm) {
+    return {norm_x.get(), norm_sum_sq.get() + size_t(norm) * gpu::gemv_max_rows};
+  }
   device_buffer<bf16> normed;    // [tokens, hidden] normed input of a block
   device_buffer<bf16> qkv;       // [tokens, q_dim + 2 kv_dim]
   device_buffer<bf16> q;         // [tokens, num_heads, head_dim] roped
@@ -176,7 +183,8 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), inter = c.intermediate_size;
   graphs.clear();
   residual = device_buffer<float>(size_t(n * h));
-  residual_bf16 = device_buffer<bf16>(size_t(std::min<int64_t>(n, gpu::gemv_max_rows) * h));
+  norm_x = device_buffer<bf16>(size_t(gpu::gemv_max_rows * h));
+  norm_sum_sq = device_buffer<float>(size_t(2 * c.num_layers * gpu::gemv_max_rows));
   normed = device_buffer<bf16>(size_t(n * h));
   qkv = device_buffer<bf16>(size_t(n * (qd + 2 * kvd)));
   q = device_buffer<bf16>(size_t(n * qd));
@@ -186,7 +194,7 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   act = device_buffer<bf16>(size_t(n * inter));
   if (kv_is_quantized(model->cache_format())) kv_stage = device_buffer<float>(size_t(n * 2 * kvd));
   // NOTE: 0xff bytes are NaN: a read of anything no kernel wrote shows up.
-  for (auto* b : {&residual_bf16, &normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
+  for (auto* b : {&norm_x, &normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
   for (auto* b : {&residual, &kv_stage}) b->poison(stream);
   token_capacity = n;
 }
@@ -252,20 +260,20 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   rope.eps = c.rms_norm_eps;
   if (quantized) rope.kv_stage = kv_stage.get();
 
-  // At a few tokens the projections read the residual stream themselves
-  // (norm fused in), the qkv one ropes and stores K/V too where it can, and
-  // the others add to the residual stream; at more, cuBLASLt runs between
-  // separate add+RMSNorm and RoPE/KV kernels. Either way all new keys are in
-  // their pages before attention: a token attends to earlier tokens of its
-  // own chunk.
+  // At a few tokens a layer is four GEMVs and attention: o_proj and down add
+  // to the residual stream and prepare the next RMSNorm, which qkv and
+  // gate/up finish (gpu::norm_input); qkv ropes and stores K/V too where it
+  // can. At more, cuBLASLt runs between add+RMSNorm, RoPE/KV and SiLU-mul
+  // kernels. Either way all new keys are in their pages before attention: a
+  // token attends to earlier tokens of its own chunk.
   const bool few = n <= gpu::gemv_max_rows;
   if (few && gpu::rope_kv_fusable(rope)) {
-    gpu::launch_rms_norm_gemv_rope_kv(residual_bf16.get(), w.input_norm.get(), w.qkv.get(), rope, int32_t(n),
-                                      int32_t(h), c.rms_norm_eps, stream);
+    gpu::launch_rms_norm_gemv_rope_kv(norm_slot(2 * layer), w.qkv.get(), rope, int32_t(n), int32_t(h), c.rms_norm_eps,
+                                      stream);
   } else {
     if (few)
-      gpu::launch_rms_norm_gemv(residual_bf16.get(), w.input_norm.get(), w.qkv.get(), qkv.get(), int32_t(n),
-                                int32_t(qd + 2 * kvd), int32_t(h), c.rms_norm_eps, stream);
+      gpu::launch_rms_norm_gemv(norm_slot(2 * layer), w.qkv.get(), qkv.get(), int32_t(n), int32_t(qd + 2 * kvd),
+                                int32_t(h), c.rms_norm_eps, stream);
     else
       gemm.run(normed.get(), w.qkv.get(), qkv.get(), CUDA_R_16BF, n, qd + 2 * kvd, h);
     gpu::launch_rope_kv(rope, p.num_tokens, stream);
@@ -317,12 +325,16 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
   }
 
   if (few) {
-    gpu::launch_gemv_add(attn.get(), w.o_proj.get(), residual.get(), residual_bf16.get(), int32_t(n), int32_t(h),
-                         int32_t(qd), stream);
-    gpu::launch_rms_norm_gemv_gated(residual_bf16.get(), w.post_attention_norm.get(), w.gate_up.get(), act.get(),
-                                    int32_t(n), int32_t(inter), int32_t(h), c.rms_norm_eps, stream);
-    gpu::launch_gemv_add(act.get(), w.down.get(), residual.get(), residual_bf16.get(), int32_t(n), int32_t(h),
-                         int32_t(inter), stream);
+    gpu::launch_gemv_add(attn.get(), w.o_proj.get(), residual.get(), w.post_attention_norm.get(),
+                         norm_slot(2 * layer + 1), int32_t(n), int32_t(h), int32_t(qd), stream);
+    gpu::launch_rms_norm_gemv_gated(norm_slot(2 * layer + 1), w.gate_up.get(), act.get(), int32_t(n), int32_t(inter),
+                                    int32_t(h), c.rms_norm_eps, stream);
+    // After the last layer the final norm reads the fp32 residual itself.
+    const bool last = layer + 1 == c.num_layers;
+    gpu::launch_gemv_add(act.get(), w.down.get(), residual.get(),
+                         last ? nullptr : weights.layers[size_t(layer) + 1].input_norm.get(),
+                         last ? gpu::norm_input{} : norm_slot(2 * layer + 2), int32_t(n), int32_t(h), int32_t(inter),
+                         stream);
     return;
   }
   gemm.run(attn.get(), w.o_proj.get(), proj.get(), CUDA_R_16BF, n, h, qd);
@@ -343,7 +355,9 @@ void cuda_executor::state::launch_step(output out, const int32_t* meta) {
   const gpu::batch_plan& p = plan;
   const gpu::device_weights& w = model->weights();
   const bool few = p.num_tokens <= gpu::gemv_max_rows; // as in run_layer
-  gpu::launch_embedding(meta + p.token_ids, w.embed_tokens.get(), residual.get(), few ? residual_bf16.get() : nullptr,
+  if (few) KVACTOR_CUDA_CHECK(cudaMemsetAsync(norm_sum_sq.get(), 0, norm_sum_sq.size() * sizeof(float), stream));
+  gpu::launch_embedding(meta + p.token_ids, w.embed_tokens.get(), residual.get(),
+                        few ? w.layers[0].input_norm.get() : nullptr, few ? norm_slot(0) : gpu::norm_input{},
                         p.num_tokens, c.hidden_size, stream);
   if (!few)
     gpu::launch_add_rms_norm(nullptr, residual.get(), nullptr, false, w.layers[0].input_norm.get(), normed.get(),

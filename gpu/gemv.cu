@@ -19,19 +19,24 @@ constexpr int gemv_warps = gemv_threads / 32;
 enum class out {
   bf16,     // y = bf16(x . w)
   f32,      // y = x . w
-  add_f32,  // y += bf16(x . w), the new y to y_bf16 too (the fp32 residual stream)
+  add_f32,  // y += bf16(x . w): the fp32 residual stream; with next_g, the next norm's input too
   silu_mul, // two weight rows, gate and up: y = bf16(silu(gate) * up)
   rope_kv,  // two weight rows, the halves of a rotation pair of a q, k or v head: RoPE, then q out, K and V to pages
 };
 
 struct gemv_params {
   const __nv_bfloat16* x = nullptr; // [m, k]
-  const float* g = nullptr;         // [k], the norm's weights (NORM)
   const __nv_bfloat16* w = nullptr; // [n, k]; [2 n, k] for silu_mul
   void* y = nullptr;                // [m, n]
-  __nv_bfloat16* y_bf16 = nullptr;  // [m, n] (add_f32)
   int32_t m = 0, n = 0, k = 0;      // n: output columns, or rotation pairs for rope_kv
+  // NORM: x is a norm_input, sum_sq its rows' sums of squares [m].
+  const float* sum_sq = nullptr;
   float eps = 0.0f;
+  // add_f32 with next_g [n]: the norm_input of the new residual for a norm of
+  // those weights into next_x, its sums of squares added to next_sum_sq [m].
+  const float* next_g = nullptr;
+  __nv_bfloat16* next_x = nullptr;
+  float* next_sum_sq = nullptr;
   rope_kv_params rope; // (rope_kv)
 };
 
@@ -41,22 +46,20 @@ struct gemv_params {
 // the kernel that writes x, so the weights stream while that kernel
 // finishes.
 //
-// With NORM, x is the residual stream (its bf16 copy) and the kernel is the
-// RMSNorm too: every warp reads the whole row anyway, so it sums its squares
-// on the way, multiplies x by the norm's weights g (fp32, from L1) before the
-// dot products and scales those by the inverse RMS at the end. out::add_f32
+// NORM kernels finish an RMSNorm that the kernel before them prepared (see
+// gemv.h): they scale each row's dot products by its inverse RMS. out::add_f32
 // and out::rope_kv write where no other warp writes: one warp owns each
 // column (each rotation pair).
 template <int M, bool NORM, out O>
 __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p) {
   constexpr int ROWS = O == out::silu_mul || O == out::rope_kv ? 2 : 1;
-  // 16-byte loads per lane and weight row in flight; fewer with more rows of
-  // x to hold (two weight rows, normed, of 2 rows need 132 registers at 8:
-  // one block a multiprocessor), and fewer for the short qkv projection, so
-  // that all its blocks fit the GPU at once (4 a multiprocessor).
-  constexpr int U = O != out::rope_kv && (M == 1 || (M == 2 && !(ROWS == 2 && NORM))) ? 8 : 4;
-  const int lane = threadIdx.x % 32;
-  const int32_t col = blockIdx.x * gemv_warps + threadIdx.x / 32;
+  // 16-byte loads per lane and weight row in flight; 4 for the short qkv
+  // projection, so that all its blocks fit the GPU at once (4 a
+  // multiprocessor), and with more rows of x to hold.
+  constexpr int U = O != out::rope_kv && M <= 2 ? 8 : 4;
+  __shared__ float block_sum_sq[gemv_warps][M]; // add_f32 with next_g
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int32_t col = blockIdx.x * gemv_warps + warp;
   const int32_t k = p.k, m = p.m, n = p.n, chunks = k / 8;
   int32_t row[ROWS];
   if constexpr (O == out::rope_kv) {
@@ -80,48 +83,21 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
   launch_next_kernel();
   uint4 wv[ROWS][U];
   if (col < n && lane + 32 * (U - 1) < chunks) load_weights(wv, lane);
+  // RoPE angles depend on the step's metadata only: lane t takes token t's
+  // while the previous kernel ends (double sincos is slow for one lane).
+  float rot_cos = 1.0f, rot_sin = 0.0f;
+  if constexpr (O == out::rope_kv)
+    if (col < n && lane < m) rope_rotation(p.rope, lane, row[0], rot_cos, rot_sin);
   wait_for_previous_kernel();
+  // NOTE: add_f32 launches have whole blocks of columns (launch checks), and
+  // every warp reaches the block's barrier below.
   if (col >= n) return;
 
-  float acc[ROWS][M], ss[M];
+  float acc[ROWS][M];
 #pragma unroll
-  for (int i = 0; i < M; ++i) {
-    ss[i] = 0.0f;
+  for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) acc[r][i] = 0.0f;
-  }
-
-  // The products of chunk `c` (weight rows wc, x rows xv) into acc and ss.
-  const auto accumulate = [&](const uint4 (&wc)[ROWS], const uint4 (&xv)[M], int32_t c) {
-    float gv[8];
-    if constexpr (NORM) {
-      const float4* gc = reinterpret_cast<const float4*>(p.g) + 2 * c;
-      const float4 lo = __ldg(gc), hi = __ldg(gc + 1);
-      gv[0] = lo.x, gv[1] = lo.y, gv[2] = lo.z, gv[3] = lo.w, gv[4] = hi.x, gv[5] = hi.y, gv[6] = hi.z, gv[7] = hi.w;
-    }
-#pragma unroll
-    for (int i = 0; i < M; ++i) {
-      if constexpr (NORM) {
-        float xf[8];
-        unpack8(xv[i], xf);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          ss[i] = fmaf(xf[e], xf[e], ss[i]);
-          xf[e] *= gv[e];
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          float wf[8];
-          unpack8(wc[r], wf);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[r][i] = fmaf(wf[e], xf[e], acc[r][i]);
-        }
-      } else {
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) acc[r][i] = dot8(wc[r], xv[i], acc[r][i]);
-      }
-    }
-  };
+    for (int i = 0; i < M; ++i) acc[r][i] = 0.0f;
 
   // Whole iterations first: every load of one issued before the first use.
   int32_t base = lane;
@@ -134,30 +110,62 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
       for (int i = 0; i < M; ++i)
         xv[u][i] = i < m ? __ldg(xr + size_t(i) * chunks + base + u * 32) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      uint4 wc[ROWS];
+    for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) wc[r] = wv[r][u];
-      accumulate(wc, xv[u], base + u * 32);
-    }
+      for (int i = 0; i < M; ++i)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) acc[r][i] = dot8(wv[r][u], xv[u][i], acc[r][i]);
   }
   for (; base < chunks; base += 32) {
-    uint4 wc[ROWS], xv[M];
+    uint4 wc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) wc[r] = load_streaming(wr[r] + base);
 #pragma unroll
-    for (int i = 0; i < M; ++i) xv[i] = i < m ? __ldg(xr + size_t(i) * chunks + base) : make_uint4(0, 0, 0, 0);
-    accumulate(wc, xv, base);
+    for (int i = 0; i < M; ++i) {
+      const uint4 xv = i < m ? __ldg(xr + size_t(i) * chunks + base) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) acc[r][i] = dot8(wc[r], xv, acc[r][i]);
+    }
   }
+  float cs[M], sn[M];
 #pragma unroll
   for (int i = 0; i < M; ++i) {
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r][i] = warp_sum(acc[r][i]);
     if constexpr (NORM) {
-      const float inv = 1.0f / sqrtf(warp_sum(ss[i]) / float(k) + p.eps);
+      const float inv = i < m ? 1.0f / sqrtf(p.sum_sq[i] / float(k) + p.eps) : 0.0f;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) acc[r][i] *= inv;
     }
+    cs[i] = __shfl_sync(0xffffffffu, rot_cos, i);
+    sn[i] = __shfl_sync(0xffffffffu, rot_sin, i);
+  }
+
+  if constexpr (O == out::add_f32) {
+    // Lane 0 updates the residual and, for the next norm, writes its input
+    // and this column's squares; the block adds its squares to the sums.
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < M; ++i) {
+        if (i >= m) break;
+        const size_t at = size_t(i) * n + col;
+        float& r = static_cast<float*>(p.y)[at];
+        r += __bfloat162float(__float2bfloat16(acc[0][i]));
+        if (p.next_g) {
+          p.next_x[at] = __float2bfloat16(r * p.next_g[col]);
+          block_sum_sq[warp][i] = r * r;
+        }
+      }
+    }
+    if (!p.next_g) return;
+    __syncthreads();
+    if (threadIdx.x < m) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < gemv_warps; ++j) sum += block_sum_sq[j][threadIdx.x];
+      atomicAdd(p.next_sum_sq + threadIdx.x, sum);
+    }
+    return;
   }
   if (lane != 0) return;
 #pragma unroll
@@ -168,15 +176,11 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
       static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(acc[0][i]);
     } else if constexpr (O == out::f32) {
       static_cast<float*>(p.y)[at] = acc[0][i];
-    } else if constexpr (O == out::add_f32) {
-      float& r = static_cast<float*>(p.y)[at];
-      r += __bfloat162float(__float2bfloat16(acc[0][i]));
-      p.y_bf16[at] = __float2bfloat16(r);
     } else if constexpr (O == out::silu_mul) {
       const float gate = acc[0][i];
       static_cast<__nv_bfloat16*>(p.y)[at] = __float2bfloat16(gate / (1.0f + expf(-gate)) * acc[1][i]);
     } else {
-      store_rope_pair(p.rope, i, row[0], acc[0][i], acc[1][i]);
+      store_rope_pair(p.rope, i, row[0], acc[0][i], acc[1][i], cs[i], sn[i]);
     }
   }
 }
@@ -186,6 +190,9 @@ void launch(const gemv_params& p, cudaStream_t stream) {
   if (p.m < 0 || p.m > gemv_max_rows || p.k % 8 != 0)
     throw error("gemv: " + std::to_string(p.m) + " rows of " + std::to_string(p.k) + " (at most " +
                 std::to_string(gemv_max_rows) + " rows, a multiple of 8 columns)");
+  if (O == out::add_f32 && p.n % gemv_warps != 0)
+    throw error("gemv: adding to the residual needs a multiple of " + std::to_string(gemv_warps) + " columns, got " +
+                std::to_string(p.n));
   if (p.m == 0 || p.n == 0) return;
   const unsigned blocks = unsigned((p.n + gemv_warps - 1) / gemv_warps);
   const auto kernel = p.m <= 1   ? gemv_kernel<1, NORM, O>
@@ -194,16 +201,21 @@ void launch(const gemv_params& p, cudaStream_t stream) {
   launch_kernel(kernel, blocks, gemv_threads, 0, stream, p);
 }
 
-gemv_params params(const __nv_bfloat16* x, const float* g, const __nv_bfloat16* w, void* y, int32_t m, int32_t n,
-                   int32_t k, float eps) {
+gemv_params params(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, int32_t m, int32_t n, int32_t k) {
   gemv_params p;
   p.x = x;
-  p.g = g;
   p.w = w;
   p.y = y;
   p.m = m;
   p.n = n;
   p.k = k;
+  return p;
+}
+
+gemv_params normed_params(const norm_input& in, const __nv_bfloat16* w, void* y, int32_t m, int32_t n, int32_t k,
+                          float eps) {
+  gemv_params p = params(in.x, w, y, m, n, k);
+  p.sum_sq = in.sum_sq;
   p.eps = eps;
   return p;
 }
@@ -212,36 +224,38 @@ gemv_params params(const __nv_bfloat16* x, const float* g, const __nv_bfloat16* 
 
 void launch_gemv(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, bool y_fp32, int32_t m, int32_t n, int32_t k,
                  cudaStream_t stream) {
-  const gemv_params p = params(x, nullptr, w, y, m, n, k, 0.0f);
+  const gemv_params p = params(x, w, y, m, n, k);
   if (y_fp32)
     launch<false, out::f32>(p, stream);
   else
     launch<false, out::bf16>(p, stream);
 }
 
-void launch_gemv_add(const __nv_bfloat16* x, const __nv_bfloat16* w, float* residual, __nv_bfloat16* residual_bf16,
-                     int32_t m, int32_t n, int32_t k, cudaStream_t stream) {
-  gemv_params p = params(x, nullptr, w, residual, m, n, k, 0.0f);
-  p.y_bf16 = residual_bf16;
+void launch_gemv_add(const __nv_bfloat16* x, const __nv_bfloat16* w, float* residual, const float* next_norm_weight,
+                     norm_input next, int32_t m, int32_t n, int32_t k, cudaStream_t stream) {
+  gemv_params p = params(x, w, residual, m, n, k);
+  p.next_g = next_norm_weight;
+  p.next_x = next.x;
+  p.next_sum_sq = next.sum_sq;
   launch<false, out::add_f32>(p, stream);
 }
 
-void launch_rms_norm_gemv(const __nv_bfloat16* residual, const float* norm_weight, const __nv_bfloat16* w,
-                          __nv_bfloat16* y, int32_t m, int32_t n, int32_t k, float eps, cudaStream_t stream) {
-  launch<true, out::bf16>(params(residual, norm_weight, w, y, m, n, k, eps), stream);
+void launch_rms_norm_gemv(norm_input in, const __nv_bfloat16* w, __nv_bfloat16* y, int32_t m, int32_t n, int32_t k,
+                          float eps, cudaStream_t stream) {
+  launch<true, out::bf16>(normed_params(in, w, y, m, n, k, eps), stream);
 }
 
-void launch_rms_norm_gemv_gated(const __nv_bfloat16* residual, const float* norm_weight, const __nv_bfloat16* w,
-                                __nv_bfloat16* act, int32_t m, int32_t n, int32_t k, float eps, cudaStream_t stream) {
-  launch<true, out::silu_mul>(params(residual, norm_weight, w, act, m, n, k, eps), stream);
+void launch_rms_norm_gemv_gated(norm_input in, const __nv_bfloat16* w, __nv_bfloat16* act, int32_t m, int32_t n,
+                                int32_t k, float eps, cudaStream_t stream) {
+  launch<true, out::silu_mul>(normed_params(in, w, act, m, n, k, eps), stream);
 }
 
-void launch_rms_norm_gemv_rope_kv(const __nv_bfloat16* residual, const float* norm_weight, const __nv_bfloat16* w,
-                                  const rope_kv_params& rope, int32_t m, int32_t k, float eps, cudaStream_t stream) {
+void launch_rms_norm_gemv_rope_kv(norm_input in, const __nv_bfloat16* w, const rope_kv_params& rope, int32_t m,
+                                  int32_t k, float eps, cudaStream_t stream) {
   if (!rope_kv_fusable(rope))
     throw error("gemv: RoPE and the K/V write fused need a bf16 cache and no q/k norms");
-  gemv_params p = params(residual, norm_weight, w, nullptr, m,
-                         (rope.num_heads + 2 * rope.num_kv_heads) * (rope.head_dim / 2), k, eps);
+  gemv_params p =
+      normed_params(in, w, nullptr, m, (rope.num_heads + 2 * rope.num_kv_heads) * (rope.head_dim / 2), k, eps);
   p.rope = rope;
   launch<true, out::rope_kv>(p, stream);
 }

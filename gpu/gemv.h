@@ -24,40 +24,44 @@ void launch_gemv(const __nv_bfloat16* x, // [m, k]
                  const __nv_bfloat16* w, // [n, k]
                  void* y, bool y_fp32, int32_t m, int32_t n, int32_t k, cudaStream_t stream);
 
+// An RMSNorm split between the kernel that produces the residual and the
+// projection after it: the first writes x = bf16(r * norm_weight) and adds
+// each row's sum of r^2 to sum_sq (zero before); the projection scales its
+// dot products with x by rsqrt(sum_sq / k + eps). Rounded where a norm
+// kernel rounds its output, and no pass over the row of its own.
+struct norm_input {
+  __nv_bfloat16* x = nullptr; // [m, k]
+  float* sum_sq = nullptr;    // [m]
+};
+
 // residual[m, n] += bf16(x . w^T): the projection added to the fp32
 // residual stream (rounded to bf16 first, as an add of the bf16 result
-// would be), and the new residual rounded to bf16 into residual_bf16, the
-// input of the next launch_rms_norm_gemv*.
+// would be). With next_norm_weight ([n]), also the norm_input of the new
+// residual for a norm of those weights. n is a multiple of 8.
 void launch_gemv_add(const __nv_bfloat16* x, // [m, k]
                      const __nv_bfloat16* w, // [n, k]
                      float* residual,        // [m, n]
-                     __nv_bfloat16* residual_bf16, // [m, n]
-                     int32_t m, int32_t n, int32_t k, cudaStream_t stream);
+                     const float* next_norm_weight, norm_input next, int32_t m, int32_t n, int32_t k,
+                     cudaStream_t stream);
 
-// The RMSNorm of the residual stream and the projection in one pass:
-// y[t] = bf16((r[t] * rsqrt(mean(r[t]^2) + eps) * norm_weight) . w^T), r the
-// residual stream in bf16 (as launch_gemv_add leaves it).
-void launch_rms_norm_gemv(const __nv_bfloat16* residual, // [m, k]
-                          const float* norm_weight,      // [k]
-                          const __nv_bfloat16* w,        // [n, k]
-                          __nv_bfloat16* y,              // [m, n]
+// y = bf16(rmsnorm(r) . w^T), the norm prepared in `in`.
+void launch_rms_norm_gemv(norm_input in, const __nv_bfloat16* w, // [n, k]
+                          __nv_bfloat16* y,                      // [m, n]
                           int32_t m, int32_t n, int32_t k, float eps, cudaStream_t stream);
 
 // The same for the gate and up projections, with the SwiGLU product fused:
 // act[t, i] = silu(g) * u, g and u the normed row against w[i] and w[n + i].
-void launch_rms_norm_gemv_gated(const __nv_bfloat16* residual, // [m, k]
-                                const float* norm_weight,      // [k]
-                                const __nv_bfloat16* w,        // [2 n, k]: gate rows, then up rows
-                                __nv_bfloat16* act,            // [m, n]
+void launch_rms_norm_gemv_gated(norm_input in,
+                                const __nv_bfloat16* w, // [2 n, k]: gate rows, then up rows
+                                __nv_bfloat16* act,     // [m, n]
                                 int32_t m, int32_t n, int32_t k, float eps, cudaStream_t stream);
 
-// The RMSNorm, the qkv projection and launch_rope_kv's work in one pass: each
-// warp computes a rotation pair (columns i and i + head_dim / 2 of a head)
-// and stores it roped, q to rope.q_out and k, v to their cache slots.
-// rope.qkv is not used; rope_kv_fusable(rope) must hold.
-void launch_rms_norm_gemv_rope_kv(const __nv_bfloat16* residual, // [m, k]
-                                  const float* norm_weight,      // [k]
-                                  const __nv_bfloat16* w,        // [q_dim + 2 kv_dim, k]
+// The qkv projection and launch_rope_kv's work in one pass: each warp
+// computes a rotation pair (columns i and i + head_dim / 2 of a head) and
+// stores it roped, q to rope.q_out and k, v to their cache slots. rope.qkv
+// is not used; rope_kv_fusable(rope) must hold.
+void launch_rms_norm_gemv_rope_kv(norm_input in,
+                                  const __nv_bfloat16* w, // [q_dim + 2 kv_dim, k]
                                   const rope_kv_params& rope, int32_t m, int32_t k, float eps, cudaStream_t stream);
 
 } // namespace kvactor::gpu

@@ -9,10 +9,26 @@
 
 namespace kvactor::gpu {
 
+// The rotation of column c (in the first half of its head) at token t's
+// position: its cosine and sine, or 1 and 0 for a v head or a padding row.
+// Reads only the step's metadata, so a kernel may call it before it waits
+// for the kernel before it.
+__device__ __forceinline__ void rope_rotation(const rope_kv_params& p, int32_t t, int32_t c, float& cs, float& sn) {
+  cs = 1.0f;
+  sn = 0.0f;
+  const int32_t pos = p.positions[t];
+  if (pos < 0 || c / p.head_dim >= p.num_heads + p.num_kv_heads) return;
+  double s, co;
+  sincos(double(pos) * p.inv_freq[c % p.head_dim], &s, &co);
+  cs = float(co);
+  sn = float(s);
+}
+
 // Token t's qkv columns c (in the first half of its head) and c + head_dim / 2,
-// before the bias: adds the bias, rotates q and k heads by the token's
-// position, and writes q to q_out, k and v to the token's cache slot.
-__device__ __forceinline__ void store_rope_pair(const rope_kv_params& p, int32_t t, int32_t c, float a, float b) {
+// before the bias: adds the bias, rotates by (cs, sn) from rope_rotation,
+// and writes q to q_out, k and v to the token's cache slot.
+__device__ __forceinline__ void store_rope_pair(const rope_kv_params& p, int32_t t, int32_t c, float a, float b,
+                                                float cs, float sn) {
   const int32_t pos = p.positions[t];
   if (pos < 0) return; // a padding row of a decode plan
   const int32_t hd = p.head_dim, half = hd / 2, h = c / hd, i = c % hd;
@@ -21,14 +37,7 @@ __device__ __forceinline__ void store_rope_pair(const rope_kv_params& p, int32_t
     b += p.qkv_bias[c + half];
   }
   const int32_t num_q = p.num_heads, num_qk = p.num_heads + p.num_kv_heads;
-  if (h < num_qk) {
-    double s, co;
-    sincos(double(pos) * p.inv_freq[i], &s, &co);
-    const float cs = float(co), sn = float(s);
-    const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-    a = ra;
-    b = rb;
-  }
+  const float ra = a * cs - b * sn, rb = b * cs + a * sn;
   __nv_bfloat16* dst;
   if (h < num_q) {
     dst = p.q_out + (size_t(t) * num_q + h) * hd;
@@ -37,8 +46,8 @@ __device__ __forceinline__ void store_rope_pair(const rope_kv_params& p, int32_t
     const size_t slot = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
     dst = h < num_qk ? p.kv.k_bf16() + slot + size_t(h - num_q) * hd : p.kv.v_bf16() + slot + size_t(h - num_qk) * hd;
   }
-  dst[i] = __float2bfloat16(a);
-  dst[i + half] = __float2bfloat16(b);
+  dst[i] = __float2bfloat16(ra);
+  dst[i + half] = __float2bfloat16(rb);
 }
 
 } // namespace kvactor::gpu

@@ -39,7 +39,7 @@ declare -A memcheck_cases=(
   [cuda_engine_test]='')
 declare -A race_cases=(
   [cuda_backend_test]=''
-  [gpu_kernels_test]='tensor-core*,split-KV*,GPU sampling*,attention over 8-bit*,8-bit KV writes*'
+  [gpu_kernels_test]='tensor-core*,split-KV*,GEMV*,GPU sampling*,attention over 8-bit*,8-bit KV writes*'
   [cuda_engine_test]='')
 
 find_binary() {

@@ -515,33 +515,51 @@ TEST_CASE("8-bit KV writes store what the CPU backend stores, bit for bit") {
   }
 }
 
+// An RMSNorm's input as the kernel before a normed GEMV prepares it
+// (gpu::norm_input): x = bf16(r * g) and each row's sum of r^2.
+struct host_norm_input {
+  std::vector<uint16_t> x;
+  std::vector<float> sum_sq;
+};
+
+host_norm_input prepare_norm(const std::vector<float>& r, const std::vector<float>& g, int32_t m, int32_t k) {
+  host_norm_input in{std::vector<uint16_t>(r.size()), std::vector<float>(static_cast<size_t>(m))};
+  for (int32_t i = 0; i < m; ++i) {
+    double sq = 0;
+    for (int32_t e = 0; e < k; ++e) {
+      const float v = r[size_t(i) * k + e];
+      sq += double(v) * v;
+      in.x[size_t(i) * k + e] = f32_to_bf16(v * g[size_t(e)]);
+    }
+    in.sum_sq[size_t(i)] = float(sq);
+  }
+  return in;
+}
+
 TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the residual, normed, normed+gated") {
   const uint32_t seed = fresh_seed();
   CAPTURE(seed);
   std::mt19937 rng(seed);
   const float eps = 1e-5f;
-  double worst_bf16 = 0, worst_f32 = 0, worst_add = 0, worst_norm = 0, worst_gated = 0;
+  double worst_bf16 = 0, worst_f32 = 0, worst_add = 0, worst_sum_sq = 0, worst_norm = 0, worst_gated = 0;
+  // n: multiples of 8 (the residual's width); k: a partial last iteration.
   for (auto [n, k] : {std::pair{96, 64}, std::pair{1000, 264}, std::pair{40, 4104}}) {
     for (int32_t m = 1; m <= gpu::gemv_max_rows; ++m) {
       CAPTURE(m);
       CAPTURE(n);
       CAPTURE(k);
       const auto x = random_bf16(size_t(m) * k, 1.0f, rng), w = random_bf16(size_t(2 * n) * k, 1.0f, rng);
-      // The residual stream: bf16 into the normed GEMVs, fp32 under the add
-      // (scaled so that the RMS is not 1).
-      const auto r_bf16 = random_bf16(size_t(m) * k, 3.0f, rng);
-      std::vector<float> r(r_bf16.size()), r0(size_t(m) * n);
-      for (size_t i = 0; i < r.size(); ++i) r[i] = bf16_to_f32(r_bf16[i]);
+      // The residual stream (scaled so that the RMS is not 1) and the norms'
+      // weights: r, g into the normed GEMVs; r0, g_next under the add.
       std::uniform_real_distribution<float> u(-3.0f, 3.0f), near_one(0.5f, 1.5f);
-      for (auto& v : r0) v = u(rng);
-      std::vector<float> g(static_cast<size_t>(k)); // the norm's weights
-      for (auto& v : g) v = near_one(rng);
-      // [m, 2n] in float64: the rows of w against the rows of x and of r.
-      std::vector<double> dot(size_t(m) * 2 * n), rdot(size_t(m) * 2 * n), inv(static_cast<size_t>(m));
+      std::vector<float> r(size_t(m) * k), r0(size_t(m) * n), g(static_cast<size_t>(k)), g_next(static_cast<size_t>(n));
+      for (auto* v : {&r, &r0}) for (auto& e : *v) e = u(rng);
+      for (auto* v : {&g, &g_next}) for (auto& e : *v) e = near_one(rng);
+      const host_norm_input in = prepare_norm(r, g, m, k);
+      // [m, 2n] in float64: the rows of w against the rows of x and of the normed r.
+      std::vector<double> dot(size_t(m) * 2 * n), rdot(size_t(m) * 2 * n);
       for (int32_t i = 0; i < m; ++i) {
-        double sq = 0;
-        for (int32_t e = 0; e < k; ++e) sq += double(r[size_t(i) * k + e]) * r[size_t(i) * k + e];
-        inv[size_t(i)] = 1.0 / std::sqrt(sq / k + eps);
+        const double inv = 1.0 / std::sqrt(double(in.sum_sq[size_t(i)]) / k + eps);
         for (int32_t j = 0; j < 2 * n; ++j) {
           double s = 0, sr = 0;
           for (int32_t e = 0; e < k; ++e) {
@@ -550,7 +568,7 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
             sr += double(r[size_t(i) * k + e]) * g[size_t(e)] * we;
           }
           dot[size_t(i) * 2 * n + j] = s;
-          rdot[size_t(i) * 2 * n + j] = sr * inv[size_t(i)];
+          rdot[size_t(i) * 2 * n + j] = sr * inv;
         }
       }
       std::vector<float> plain(size_t(m) * n), normed(size_t(m) * n), gated(size_t(m) * n);
@@ -559,50 +577,61 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
           const size_t at = size_t(i) * 2 * n + j;
           plain[size_t(i) * n + j] = float(dot[at]);
           normed[size_t(i) * n + j] = float(rdot[at]);
-          const double g = rdot[at], up = rdot[at + size_t(n)];
-          gated[size_t(i) * n + j] = float(g / (1 + std::exp(-g)) * up);
+          const double gate = rdot[at], up = rdot[at + size_t(n)];
+          gated[size_t(i) * n + j] = float(gate / (1 + std::exp(-gate)) * up);
         }
       const auto dx = upload<bf16>(x), dw = upload<bf16>(w);
-      const auto dr = upload<bf16>(r_bf16);
-      const auto dg = upload<float>(g);
+      auto din_x = upload<bf16>(in.x);
+      const auto dg_next = upload<float>(g_next);
+      auto din_sum_sq = upload<float>(in.sum_sq);
       auto added = upload<float>(r0);
-      device_buffer<bf16> y_bf16(size_t(m) * n), added_bf16(size_t(m) * n), y_norm(size_t(m) * n),
-          y_gated(size_t(m) * n);
-      device_buffer<float> y_f32(size_t(m) * n);
+      device_buffer<bf16> y_bf16(size_t(m) * n), next_x(size_t(m) * n), y_norm(size_t(m) * n), y_gated(size_t(m) * n);
+      device_buffer<float> y_f32(size_t(m) * n), next_sum_sq(static_cast<size_t>(m));
+      KVACTOR_CUDA_CHECK(cudaMemset(next_sum_sq.get(), 0, size_t(m) * sizeof(float)));
+      const gpu::norm_input normed_in{din_x.get(), din_sum_sq.get()};
       gpu::launch_gemv(dx.get(), dw.get(), y_bf16.get(), false, m, n, k, nullptr);
       gpu::launch_gemv(dx.get(), dw.get(), y_f32.get(), true, m, n, k, nullptr);
-      gpu::launch_gemv_add(dx.get(), dw.get(), added.get(), added_bf16.get(), m, n, k, nullptr);
-      gpu::launch_rms_norm_gemv(dr.get(), dg.get(), dw.get(), y_norm.get(), m, n, k, eps, nullptr);
-      gpu::launch_rms_norm_gemv_gated(dr.get(), dg.get(), dw.get(), y_gated.get(), m, n, k, eps, nullptr);
+      gpu::launch_gemv_add(dx.get(), dw.get(), added.get(), dg_next.get(), {next_x.get(), next_sum_sq.get()}, m, n, k,
+                           nullptr);
+      gpu::launch_rms_norm_gemv(normed_in, dw.get(), y_norm.get(), m, n, k, eps, nullptr);
+      gpu::launch_rms_norm_gemv_gated(normed_in, dw.get(), y_gated.get(), m, n, k, eps, nullptr);
       KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
-      const std::vector<float> sum = download(added), sum_bf16 = download_bf16(added_bf16);
+      // What the kernel added, the next norm's input (exactly as the
+      // host rounds it) and its sums of squares.
+      const std::vector<float> sum = download(added), got_x = download_bf16(next_x), got_sq = download(next_sum_sq);
       std::vector<float> delta(sum.size());
-      size_t copies_differ = 0; // the bf16 copy is the new residual, rounded
+      size_t x_differ = 0;
       for (size_t i = 0; i < sum.size(); ++i) {
-        delta[i] = sum[i] - r0[i]; // what the kernel added
-        copies_differ += sum_bf16[i] != bf16_to_f32(f32_to_bf16(sum[i])) ? 1 : 0;
+        delta[i] = sum[i] - r0[i];
+        x_differ += got_x[i] != bf16_to_f32(f32_to_bf16(sum[i] * g_next[i % size_t(n)])) ? 1 : 0;
       }
-      CHECK(copies_differ == 0);
+      CHECK(x_differ == 0);
+      for (int32_t i = 0; i < m; ++i) {
+        double sq = 0;
+        for (int32_t j = 0; j < n; ++j) sq += double(sum[size_t(i) * n + j]) * sum[size_t(i) * n + j];
+        worst_sum_sq = std::max(worst_sum_sq, std::abs(got_sq[size_t(i)] - sq) / sq);
+      }
+      CHECK(worst_sum_sq < 1e-5);
+      const double ea = rel_l2(delta, plain);
+      CHECK(ea < 1e-2);
+      worst_add = std::max(worst_add, ea);
       const double eb = rel_l2(download_bf16(y_bf16), plain), ef = rel_l2(download(y_f32), plain);
-      const double ea = rel_l2(delta, plain), en = rel_l2(download_bf16(y_norm), normed);
-      const double eg = rel_l2(download_bf16(y_gated), gated);
+      const double en = rel_l2(download_bf16(y_norm), normed), eg = rel_l2(download_bf16(y_gated), gated);
       CHECK(eb < 1e-2);
       CHECK(ef < 1e-5);
-      CHECK(ea < 1e-2);
       CHECK(en < 1e-2);
       CHECK(eg < 1e-2);
       worst_bf16 = std::max(worst_bf16, eb);
       worst_f32 = std::max(worst_f32, ef);
-      worst_add = std::max(worst_add, ea);
       worst_norm = std::max(worst_norm, en);
       worst_gated = std::max(worst_gated, eg);
     }
   }
-  char line[256];
+  char line[320];
   std::snprintf(line, sizeof line,
-                "gemv vs float64, max rel-L2: bf16 out %.3g, fp32 out %.3g, added to the residual %.3g, normed %.3g, "
-                "normed+gated %.3g",
-                worst_bf16, worst_f32, worst_add, worst_norm, worst_gated);
+                "gemv vs float64, max rel-L2: bf16 out %.3g, fp32 out %.3g, added to the residual %.3g (next norm's "
+                "sums of squares %.3g), normed %.3g, normed+gated %.3g",
+                worst_bf16, worst_f32, worst_add, worst_sum_sq, worst_norm, worst_gated);
   summary(line);
 }
 
@@ -638,9 +667,15 @@ TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then
       for (auto& v : bias) v = u(rng);
       std::vector<double> inv_freq(size_t(hd / 2));
       for (int32_t i = 0; i < hd / 2; ++i) inv_freq[size_t(i)] = std::pow(500000.0, -2.0 * i / hd);
-      const auto r = random_bf16(size_t(m) * k, 3.0f, rng), w = random_bf16(size_t(qkv_dim) * k, 1.0f, rng);
-      const auto dr = upload<bf16>(r), dw = upload<bf16>(w);
-      const auto dg = upload<float>(g), dbias = upload<float>(bias);
+      std::vector<float> r(size_t(m) * k);
+      std::uniform_real_distribution<float> spread(-3.0f, 3.0f);
+      for (auto& v : r) v = spread(rng);
+      const host_norm_input in = prepare_norm(r, g, m, k);
+      const auto w = random_bf16(size_t(qkv_dim) * k, 1.0f, rng);
+      auto din_x = upload<bf16>(in.x), dw = upload<bf16>(w);
+      auto din_sum_sq = upload<float>(in.sum_sq);
+      const auto dbias = upload<float>(bias);
+      const gpu::norm_input normed_in{din_x.get(), din_sum_sq.get()};
       const auto dpos = upload<int32_t>(positions), dseq = upload<int32_t>(token_seq);
       const auto dindptr = upload<int32_t>(indptr), dindices = upload<int32_t>(indices);
       const auto dfreq = upload<double>(inv_freq);
@@ -670,9 +705,9 @@ TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then
       got.q_out = q_got.get();
       got.kv.k = k_got.get();
       got.kv.v = v_got.get();
-      gpu::launch_rms_norm_gemv(dr.get(), dg.get(), dw.get(), qkv.get(), m, qkv_dim, k, eps, nullptr);
+      gpu::launch_rms_norm_gemv(normed_in, dw.get(), qkv.get(), m, qkv_dim, k, eps, nullptr);
       gpu::launch_rope_kv(want, m, nullptr);
-      gpu::launch_rms_norm_gemv_rope_kv(dr.get(), dg.get(), dw.get(), got, m, k, eps, nullptr);
+      gpu::launch_rms_norm_gemv_rope_kv(normed_in, dw.get(), got, m, k, eps, nullptr);
       KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
       // The reference rounds q, k, v to bf16 before RoPE, the fused kernel
       // after: close, not equal. Slots nothing wrote stay zero in both.
