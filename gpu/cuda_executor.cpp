@@ -98,11 +98,12 @@ struct cuda_executor::state {
   device_buffer<float> residual; // [tokens, hidden] the residual stream
   // Steps of few tokens: the input of the next RMSNorm, prepared by the
   // kernel that updates the residual (gpu::norm_input), and its sums of
-  // squares, one slot of rows per norm of the step (2 a layer).
-  device_buffer<bf16> norm_x;       // [gemv_max_rows, hidden]
-  device_buffer<float> norm_sum_sq; // [2 num_layers, gemv_max_rows]
+  // squares, a slot per norm of the step (2 a layer).
+  device_buffer<bf16> norm_x;         // [gemv_max_rows, hidden]
+  device_buffer<float> norm_sq_parts; // [2 num_layers, gemv_max_rows, hidden / 8]
   gpu::norm_input norm_slot(int32_t norm) {
-    return {norm_x.get(), norm_sum_sq.get() + size_t(norm) * gpu::gemv_max_rows};
+    const size_t slot = size_t(gpu::gemv_max_rows) * size_t(config.hidden_size / 8);
+    return {norm_x.get(), norm_sq_parts.get() + size_t(norm) * slot};
   }
   device_buffer<bf16> normed;    // [tokens, hidden] normed input of a block
   device_buffer<bf16> qkv;       // [tokens, q_dim + 2 kv_dim]
@@ -184,7 +185,7 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   graphs.clear();
   residual = device_buffer<float>(size_t(n * h));
   norm_x = device_buffer<bf16>(size_t(gpu::gemv_max_rows * h));
-  norm_sum_sq = device_buffer<float>(size_t(2 * c.num_layers * gpu::gemv_max_rows));
+  norm_sq_parts = device_buffer<float>(size_t(2 * c.num_layers * gpu::gemv_max_rows * (h / 8)));
   normed = device_buffer<bf16>(size_t(n * h));
   qkv = device_buffer<bf16>(size_t(n * (qd + 2 * kvd)));
   q = device_buffer<bf16>(size_t(n * qd));
@@ -195,7 +196,7 @@ void cuda_executor::state::reserve_tokens(int64_t tokens) {
   if (kv_is_quantized(model->cache_format())) kv_stage = device_buffer<float>(size_t(n * 2 * kvd));
   // NOTE: 0xff bytes are NaN: a read of anything no kernel wrote shows up.
   for (auto* b : {&norm_x, &normed, &qkv, &q, &attn, &proj, &gate_up, &act}) b->poison(stream);
-  for (auto* b : {&residual, &kv_stage}) b->poison(stream);
+  for (auto* b : {&residual, &norm_sq_parts, &kv_stage}) b->poison(stream);
   token_capacity = n;
 }
 
@@ -355,7 +356,6 @@ void cuda_executor::state::launch_step(output out, const int32_t* meta) {
   const gpu::batch_plan& p = plan;
   const gpu::device_weights& w = model->weights();
   const bool few = p.num_tokens <= gpu::gemv_max_rows; // as in run_layer
-  if (few) KVACTOR_CUDA_CHECK(cudaMemsetAsync(norm_sum_sq.get(), 0, norm_sum_sq.size() * sizeof(float), stream));
   gpu::launch_embedding(meta + p.token_ids, w.embed_tokens.get(), residual.get(),
                         few ? w.layers[0].input_norm.get() : nullptr, few ? norm_slot(0) : gpu::norm_input{},
                         p.num_tokens, c.hidden_size, stream);

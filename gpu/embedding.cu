@@ -1,7 +1,6 @@
 #include "gpu/cuda_check.h"
 #include "gpu/embedding.h"
 #include "gpu/launch.cuh"
-#include "gpu/reduce.cuh"
 #include "gpu/vec.cuh"
 
 namespace kvactor::gpu {
@@ -11,7 +10,7 @@ namespace {
 constexpr int embedding_threads = 256;
 
 // One thread per 8 elements: one 16-byte load, two 16-byte stores (three,
-// and a warp's squares added to the row's sum, with a norm to prepare).
+// and the 8 elements' sum of squares, with a norm to prepare).
 __global__ void __launch_bounds__(embedding_threads)
     embedding_kernel(const int32_t* token_ids, const __nv_bfloat16* embed, float* residual, const float* norm_weight,
                      norm_input next, int32_t hidden) {
@@ -19,27 +18,21 @@ __global__ void __launch_bounds__(embedding_threads)
   wait_for_previous_kernel();
   const int32_t t = blockIdx.y;
   const int32_t chunk = blockIdx.x * blockDim.x + threadIdx.x;
-  const bool mine = chunk * 8 < hidden; // every lane stays for the warp's sum below
-  float f[8] = {};
-  if (mine) {
-    unpack8(*reinterpret_cast<const uint4*>(embed + size_t(token_ids[t]) * hidden + chunk * 8), f);
-    float4* out = reinterpret_cast<float4*>(residual + size_t(t) * hidden + chunk * 8);
-    out[0] = make_float4(f[0], f[1], f[2], f[3]);
-    out[1] = make_float4(f[4], f[5], f[6], f[7]);
-  }
+  if (chunk * 8 >= hidden) return;
+  float f[8];
+  unpack8(*reinterpret_cast<const uint4*>(embed + size_t(token_ids[t]) * hidden + chunk * 8), f);
+  float4* out = reinterpret_cast<float4*>(residual + size_t(t) * hidden + chunk * 8);
+  out[0] = make_float4(f[0], f[1], f[2], f[3]);
+  out[1] = make_float4(f[4], f[5], f[6], f[7]);
   if (!norm_weight) return;
-  float sum_sq = 0.0f;
-  if (mine) {
-    float x[8];
+  float sum_sq = 0.0f, x[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      sum_sq = fmaf(f[e], f[e], sum_sq);
-      x[e] = f[e] * norm_weight[chunk * 8 + e];
-    }
-    *reinterpret_cast<uint4*>(next.x + size_t(t) * hidden + chunk * 8) = pack8(x);
+  for (int e = 0; e < 8; ++e) {
+    sum_sq = fmaf(f[e], f[e], sum_sq);
+    x[e] = f[e] * norm_weight[chunk * 8 + e];
   }
-  sum_sq = warp_sum(sum_sq);
-  if (threadIdx.x % 32 == 0) atomicAdd(next.sum_sq + t, sum_sq);
+  *reinterpret_cast<uint4*>(next.x + size_t(t) * hidden + chunk * 8) = pack8(x);
+  next.sq_parts[size_t(t) * (hidden / 8) + chunk] = sum_sq;
 }
 
 } // namespace

@@ -29,14 +29,16 @@ struct gemv_params {
   const __nv_bfloat16* w = nullptr; // [n, k]; [2 n, k] for silu_mul
   void* y = nullptr;                // [m, n]
   int32_t m = 0, n = 0, k = 0;      // n: output columns, or rotation pairs for rope_kv
-  // NORM: x is a norm_input, sum_sq its rows' sums of squares [m].
-  const float* sum_sq = nullptr;
+  // NORM: x is a norm_input, sq_parts its rows' sums of squares in parts
+  // of 8 columns [m, k / 8].
+  const float* sq_parts = nullptr;
   float eps = 0.0f;
   // add_f32 with next_g [n]: the norm_input of the new residual for a norm of
-  // those weights into next_x, its sums of squares added to next_sum_sq [m].
+  // those weights into next_x, its sums of squares into next_sq_parts
+  // [m, n / 8].
   const float* next_g = nullptr;
   __nv_bfloat16* next_x = nullptr;
-  float* next_sum_sq = nullptr;
+  float* next_sq_parts = nullptr;
   rope_kv_params rope; // (rope_kv)
 };
 
@@ -53,11 +55,11 @@ struct gemv_params {
 template <int M, bool NORM, out O>
 __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p) {
   constexpr int ROWS = O == out::silu_mul || O == out::rope_kv ? 2 : 1;
-  // 16-byte loads per lane and weight row in flight; 4 for the short qkv
-  // projection, so that all its blocks fit the GPU at once (4 a
-  // multiprocessor), and with more rows of x to hold.
+  // 16-byte loads per lane and weight row in flight: 4 with more rows of x
+  // to hold, and for the qkv projection (rope_kv), so that all its blocks
+  // fit the GPU at once (4 a multiprocessor).
   constexpr int U = O != out::rope_kv && M <= 2 ? 8 : 4;
-  __shared__ float block_sum_sq[gemv_warps][M]; // add_f32 with next_g
+  __shared__ float block_sq[gemv_warps][M]; // add_f32 with next_g
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int32_t col = blockIdx.x * gemv_warps + warp;
   const int32_t k = p.k, m = p.m, n = p.n, chunks = k / 8;
@@ -92,6 +94,21 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
   // NOTE: add_f32 launches have whole blocks of columns (launch checks), and
   // every warp reaches the block's barrier below.
   if (col >= n) return;
+  // The rows' inverse RMS, summed from the parts while the first weights
+  // are in flight (lane 0's order, the same in every warp and run).
+  float inv[M];
+  if constexpr (NORM) {
+    const int32_t parts = k / 8;
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      float sum = 0.0f;
+      if (i < m)
+#pragma unroll 8
+        for (int32_t j = lane; j < parts; j += 32) sum += __ldcg(p.sq_parts + size_t(i) * parts + j);
+      sum = warp_sum(sum);
+      inv[i] = 1.0f / sqrtf(sum / float(k) + p.eps);
+    }
+  }
 
   float acc[ROWS][M];
 #pragma unroll
@@ -133,9 +150,8 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r][i] = warp_sum(acc[r][i]);
     if constexpr (NORM) {
-      const float inv = i < m ? 1.0f / sqrtf(p.sum_sq[i] / float(k) + p.eps) : 0.0f;
 #pragma unroll
-      for (int r = 0; r < ROWS; ++r) acc[r][i] *= inv;
+      for (int r = 0; r < ROWS; ++r) acc[r][i] *= inv[i];
     }
     cs[i] = __shfl_sync(0xffffffffu, rot_cos, i);
     sn[i] = __shfl_sync(0xffffffffu, rot_sin, i);
@@ -153,17 +169,19 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
         r += __bfloat162float(__float2bfloat16(acc[0][i]));
         if (p.next_g) {
           p.next_x[at] = __float2bfloat16(r * p.next_g[col]);
-          block_sum_sq[warp][i] = r * r;
+          block_sq[warp][i] = r * r;
         }
       }
     }
     if (!p.next_g) return;
     __syncthreads();
+    // This block's 8 columns are one part; in a fixed order, so that every
+    // run of a step gives the same bits.
     if (threadIdx.x < m) {
       float sum = 0.0f;
 #pragma unroll
-      for (int j = 0; j < gemv_warps; ++j) sum += block_sum_sq[j][threadIdx.x];
-      atomicAdd(p.next_sum_sq + threadIdx.x, sum);
+      for (int j = 0; j < gemv_warps; ++j) sum += block_sq[j][threadIdx.x];
+      p.next_sq_parts[size_t(threadIdx.x) * (n / gemv_warps) + blockIdx.x] = sum;
     }
     return;
   }
@@ -215,7 +233,7 @@ gemv_params params(const __nv_bfloat16* x, const __nv_bfloat16* w, void* y, int3
 gemv_params normed_params(const norm_input& in, const __nv_bfloat16* w, void* y, int32_t m, int32_t n, int32_t k,
                           float eps) {
   gemv_params p = params(in.x, w, y, m, n, k);
-  p.sum_sq = in.sum_sq;
+  p.sq_parts = in.sq_parts;
   p.eps = eps;
   return p;
 }
@@ -236,7 +254,7 @@ void launch_gemv_add(const __nv_bfloat16* x, const __nv_bfloat16* w, float* resi
   gemv_params p = params(x, w, residual, m, n, k);
   p.next_g = next_norm_weight;
   p.next_x = next.x;
-  p.next_sum_sq = next.sum_sq;
+  p.next_sq_parts = next.sq_parts;
   launch<false, out::add_f32>(p, stream);
 }
 

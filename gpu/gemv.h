@@ -25,13 +25,14 @@ void launch_gemv(const __nv_bfloat16* x, // [m, k]
                  void* y, bool y_fp32, int32_t m, int32_t n, int32_t k, cudaStream_t stream);
 
 // An RMSNorm split between the kernel that produces the residual and the
-// projection after it: the first writes x = bf16(r * norm_weight) and adds
-// each row's sum of r^2 to sum_sq (zero before); the projection scales its
-// dot products with x by rsqrt(sum_sq / k + eps). Rounded where a norm
-// kernel rounds its output, and no pass over the row of its own.
+// projection after it: the first writes x = bf16(r * norm_weight) and each
+// row's sums of r^2 over every 8 columns; the projection adds those up (in
+// a fixed order: a step gives the same bits every time) and scales its dot
+// products with x by rsqrt(sum / k + eps). Rounded where a norm kernel
+// rounds its output, and no pass over the row of its own.
 struct norm_input {
-  __nv_bfloat16* x = nullptr; // [m, k]
-  float* sum_sq = nullptr;    // [m]
+  __nv_bfloat16* x = nullptr;  // [m, k]
+  float* sq_parts = nullptr;   // [m, k / 8]
 };
 
 // residual[m, n] += bf16(x . w^T): the projection added to the fp32

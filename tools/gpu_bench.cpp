@@ -220,9 +220,9 @@ void projections(bench_setup& b, cudaStream_t stream) {
   const gpu::device_weights& w = b.model->weights();
   const int64_t h = c.hidden_size, inter = c.intermediate_size, qkv = c.q_dim() + 2 * c.kv_dim();
   device_buffer<bf16> x(size_t(16 * inter)), y(size_t(16 * 2 * inter));
-  device_buffer<float> sum_sq(16); // of the rows of x, as a normed GEMV reads them
+  device_buffer<float> sq_parts(size_t(16 * h / 8)); // of the rows of x, as a normed GEMV reads them
   gpu::fill_random(x.get(), x.size(), 0.0f, 1.0f, 11, stream);
-  gpu::fill_random(sum_sq.get(), sum_sq.size(), float(h), 1.0f, 12, stream);
+  gpu::fill_random(sq_parts.get(), sq_parts.size(), 8.0f, 1.0f, 12, stream);
   gpu::gemm_runner gemm(stream);
   struct shape {
     const char* name;
@@ -260,7 +260,7 @@ void projections(bench_setup& b, cudaStream_t stream) {
         record(base + "_gemv_GBps", bytes / (ms * 1e-3) / 1e9);
         if (std::string(s.name) == "gate_up") { // as the decode step runs it: RMSNorm and SwiGLU fused
           const double gated = time_ms(stream, 5, 64, [&](int i) {
-            gpu::launch_rms_norm_gemv_gated({x.get(), sum_sq.get()}, s.weight(size_t(i) % layers), y.get(), m,
+            gpu::launch_rms_norm_gemv_gated({x.get(), sq_parts.get()}, s.weight(size_t(i) % layers), y.get(), m,
                                             int32_t(inter), int32_t(h), c.rms_norm_eps, stream);
           });
           record(base + "_gemv_norm_gated_GBps", bytes / (gated * 1e-3) / 1e9);

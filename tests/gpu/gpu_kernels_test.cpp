@@ -516,22 +516,20 @@ TEST_CASE("8-bit KV writes store what the CPU backend stores, bit for bit") {
 }
 
 // An RMSNorm's input as the kernel before a normed GEMV prepares it
-// (gpu::norm_input): x = bf16(r * g) and each row's sum of r^2.
+// (gpu::norm_input): x = bf16(r * g) and the sums of r^2 over each 8 columns.
 struct host_norm_input {
   std::vector<uint16_t> x;
-  std::vector<float> sum_sq;
+  std::vector<float> sq_parts;
+  std::vector<double> sum_sq; // of each row
 };
 
 host_norm_input prepare_norm(const std::vector<float>& r, const std::vector<float>& g, int32_t m, int32_t k) {
-  host_norm_input in{std::vector<uint16_t>(r.size()), std::vector<float>(static_cast<size_t>(m))};
-  for (int32_t i = 0; i < m; ++i) {
-    double sq = 0;
-    for (int32_t e = 0; e < k; ++e) {
-      const float v = r[size_t(i) * k + e];
-      sq += double(v) * v;
-      in.x[size_t(i) * k + e] = f32_to_bf16(v * g[size_t(e)]);
-    }
-    in.sum_sq[size_t(i)] = float(sq);
+  host_norm_input in{std::vector<uint16_t>(r.size()), std::vector<float>(r.size() / 8),
+                     std::vector<double>(static_cast<size_t>(m))};
+  for (size_t i = 0; i < r.size(); ++i) {
+    in.sum_sq[i / size_t(k)] += double(r[i]) * r[i];
+    in.sq_parts[i / 8] += r[i] * r[i];
+    in.x[i] = f32_to_bf16(r[i] * g[i % size_t(k)]);
   }
   return in;
 }
@@ -559,7 +557,7 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
       // [m, 2n] in float64: the rows of w against the rows of x and of the normed r.
       std::vector<double> dot(size_t(m) * 2 * n), rdot(size_t(m) * 2 * n);
       for (int32_t i = 0; i < m; ++i) {
-        const double inv = 1.0 / std::sqrt(double(in.sum_sq[size_t(i)]) / k + eps);
+        const double inv = 1.0 / std::sqrt(in.sum_sq[size_t(i)] / k + eps);
         for (int32_t j = 0; j < 2 * n; ++j) {
           double s = 0, sr = 0;
           for (int32_t e = 0; e < k; ++e) {
@@ -583,22 +581,21 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
       const auto dx = upload<bf16>(x), dw = upload<bf16>(w);
       auto din_x = upload<bf16>(in.x);
       const auto dg_next = upload<float>(g_next);
-      auto din_sum_sq = upload<float>(in.sum_sq);
+      auto din_sq_parts = upload<float>(in.sq_parts);
       auto added = upload<float>(r0);
       device_buffer<bf16> y_bf16(size_t(m) * n), next_x(size_t(m) * n), y_norm(size_t(m) * n), y_gated(size_t(m) * n);
-      device_buffer<float> y_f32(size_t(m) * n), next_sum_sq(static_cast<size_t>(m));
-      KVACTOR_CUDA_CHECK(cudaMemset(next_sum_sq.get(), 0, size_t(m) * sizeof(float)));
-      const gpu::norm_input normed_in{din_x.get(), din_sum_sq.get()};
+      device_buffer<float> y_f32(size_t(m) * n), next_sq_parts(size_t(m) * n / 8);
+      const gpu::norm_input normed_in{din_x.get(), din_sq_parts.get()};
       gpu::launch_gemv(dx.get(), dw.get(), y_bf16.get(), false, m, n, k, nullptr);
       gpu::launch_gemv(dx.get(), dw.get(), y_f32.get(), true, m, n, k, nullptr);
-      gpu::launch_gemv_add(dx.get(), dw.get(), added.get(), dg_next.get(), {next_x.get(), next_sum_sq.get()}, m, n, k,
+      gpu::launch_gemv_add(dx.get(), dw.get(), added.get(), dg_next.get(), {next_x.get(), next_sq_parts.get()}, m, n, k,
                            nullptr);
       gpu::launch_rms_norm_gemv(normed_in, dw.get(), y_norm.get(), m, n, k, eps, nullptr);
       gpu::launch_rms_norm_gemv_gated(normed_in, dw.get(), y_gated.get(), m, n, k, eps, nullptr);
       KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
       // What the kernel added, the next norm's input (exactly as the
       // host rounds it) and its sums of squares.
-      const std::vector<float> sum = download(added), got_x = download_bf16(next_x), got_sq = download(next_sum_sq);
+      const std::vector<float> sum = download(added), got_x = download_bf16(next_x), got_sq = download(next_sq_parts);
       std::vector<float> delta(sum.size());
       size_t x_differ = 0;
       for (size_t i = 0; i < sum.size(); ++i) {
@@ -606,10 +603,10 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
         x_differ += got_x[i] != bf16_to_f32(f32_to_bf16(sum[i] * g_next[i % size_t(n)])) ? 1 : 0;
       }
       CHECK(x_differ == 0);
-      for (int32_t i = 0; i < m; ++i) {
+      for (size_t part = 0; part < got_sq.size(); ++part) {
         double sq = 0;
-        for (int32_t j = 0; j < n; ++j) sq += double(sum[size_t(i) * n + j]) * sum[size_t(i) * n + j];
-        worst_sum_sq = std::max(worst_sum_sq, std::abs(got_sq[size_t(i)] - sq) / sq);
+        for (size_t j = 8 * part; j < 8 * part + 8; ++j) sq += double(sum[j]) * sum[j];
+        worst_sum_sq = std::max(worst_sum_sq, std::abs(got_sq[part] - sq) / sq);
       }
       CHECK(worst_sum_sq < 1e-5);
       const double ea = rel_l2(delta, plain);
@@ -630,7 +627,7 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
   char line[320];
   std::snprintf(line, sizeof line,
                 "gemv vs float64, max rel-L2: bf16 out %.3g, fp32 out %.3g, added to the residual %.3g (next norm's "
-                "sums of squares %.3g), normed %.3g, normed+gated %.3g",
+                "sums of squares, rel. %.3g), normed %.3g, normed+gated %.3g",
                 worst_bf16, worst_f32, worst_add, worst_sum_sq, worst_norm, worst_gated);
   summary(line);
 }
@@ -673,9 +670,9 @@ TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then
       const host_norm_input in = prepare_norm(r, g, m, k);
       const auto w = random_bf16(size_t(qkv_dim) * k, 1.0f, rng);
       auto din_x = upload<bf16>(in.x), dw = upload<bf16>(w);
-      auto din_sum_sq = upload<float>(in.sum_sq);
+      auto din_sq_parts = upload<float>(in.sq_parts);
       const auto dbias = upload<float>(bias);
-      const gpu::norm_input normed_in{din_x.get(), din_sum_sq.get()};
+      const gpu::norm_input normed_in{din_x.get(), din_sq_parts.get()};
       const auto dpos = upload<int32_t>(positions), dseq = upload<int32_t>(token_seq);
       const auto dindptr = upload<int32_t>(indptr), dindices = upload<int32_t>(indices);
       const auto dfreq = upload<double>(inv_freq);
