@@ -153,8 +153,10 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) acc[r][i] *= inv[i];
     }
-    cs[i] = __shfl_sync(0xffffffffu, rot_cos, i);
-    sn[i] = __shfl_sync(0xffffffffu, rot_sin, i);
+    if constexpr (O == out::rope_kv) { // token i's angle, from lane i
+      cs[i] = __shfl_sync(0xffffffffu, rot_cos, i);
+      sn[i] = __shfl_sync(0xffffffffu, rot_sin, i);
+    }
   }
 
   if constexpr (O == out::add_f32) {
