@@ -151,7 +151,8 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
   group = c.num_heads / c.num_kv_heads;
   release_window = reclaimable_window(c);
   flash = gpu::flash_attention_supports(c.head_dim, group);
-  tile_tokens = flash ? gpu::flash_attention_tile_tokens(c.head_dim, group, gpu::default_flash_variant)
+  const gpu::flash_variant variant = gpu::flash_variant_for(model->cache_format());
+  tile_tokens = flash ? gpu::flash_attention_tile_tokens(c.head_dim, group, variant)
                       : std::max(1, gpu::attention_tile_rows / group);
   if (flash)
     gpu::init_flash_attention();

@@ -12,12 +12,12 @@ namespace kvactor::gpu {
 
 namespace {
 
-constexpr int flash_warps = 4;
-constexpr int flash_threads = 32 * flash_warps;
 constexpr float log2e = 1.4426950408889634f;
 // A finite "minus infinity" for running maxima: exp2 of a difference with it
 // is 0 (or 1 against itself), never NaN.
 constexpr float no_score = -1e30f;
+// How far (log2 units) a row's maximum may grow before its output is rescaled.
+constexpr float rescale_margin = 8.0f;
 
 // Shared rows are padded by 16 bytes: the 8 rows one ldmatrix reads then
 // start in 8 different bank groups.
@@ -28,7 +28,8 @@ constexpr size_t flash_smem_bytes(int head_dim, int rows, int keys) {
   return sizeof(__nv_bfloat16) * size_t(rows + 4 * keys) * flash_stride(head_dim);
 }
 
-// KEYS keys per K/V tile; MT m-tiles of 16 query rows per warp (each K/V
+// W warps a block, each K/V tile serving all of them; KEYS keys per K/V
+// tile; MT m-tiles of 16 query rows per warp (each K/V
 // fragment read from shared memory then serves MT of them); Q_REGS: the
 // warp's Q fragments stay in registers (else they are reread from shared
 // memory each tile); MIN_BLOCKS: blocks per multiprocessor the register
@@ -36,10 +37,10 @@ constexpr size_t flash_smem_bytes(int head_dim, int rows, int keys) {
 // cp.async; 8-bit tiles are loaded into registers a tile ahead and stored
 // dequantized to bf16 once the current tile is done, so the tensor-core
 // loop is the same for every format.
-template <int D, int KEYS, int MT, bool Q_REGS, int MIN_BLOCKS, kv_format F>
-__global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_kernel(const attention_params p) {
+template <int D, int W, int KEYS, int MT, bool Q_REGS, int MIN_BLOCKS, kv_format F>
+__global__ void __launch_bounds__(32 * W, MIN_BLOCKS) flash_attention_kernel(const attention_params p) {
   constexpr bool BF16 = F == kv_format::bf16;
-  constexpr int ROWS = 16 * MT * flash_warps;
+  constexpr int THREADS = 32 * W, ROWS = 16 * MT * W;
   constexpr int STRIDE = flash_stride(D), KSTEPS = D / 16, S_TILES = KEYS / 8, O_TILES = D / 8;
   constexpr int CHUNKS = D / 8; // 16-byte pieces of a row
   static_assert(D % 16 == 0 && O_TILES % 2 == 0, "head_dim must be a multiple of 16");
@@ -79,7 +80,7 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
 
   // Keys [k0, k0 + KEYS) into a stage; keys past pos_last are zeros.
   const auto load_kv = [&](int stage, int32_t k0) {
-    for (int c = tid; c < KEYS * CHUNKS; c += flash_threads) {
+    for (int c = tid; c < KEYS * CHUNKS; c += THREADS) {
       const int j = c / CHUNKS, part = c % CHUNKS;
       const int32_t key = k0 + j;
       const bool valid = key <= pos_last;
@@ -95,12 +96,12 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
   };
   // 8-bit: the pieces this thread moves of keys [k0, k0 + KEYS), into
   // registers, then dequantized into a stage; keys past pos_last are zeros.
-  constexpr int PIECES = (KEYS * CHUNKS + flash_threads - 1) / flash_threads;
+  constexpr int PIECES = (KEYS * CHUNKS + THREADS - 1) / THREADS;
   kv8_raw pending[BF16 ? 1 : PIECES];
   const auto fetch_kv8 = [&](int32_t k0) {
 #pragma unroll
     for (int i = 0; i < PIECES; ++i) {
-      const int c = tid + i * flash_threads, j = c / CHUNKS, part = c % CHUNKS;
+      const int c = tid + i * THREADS, j = c / CHUNKS, part = c % CHUNKS;
       const int32_t key = k0 + j;
       pending[i] = kv8_raw{};
       if (c < KEYS * CHUNKS && key <= pos_last) {
@@ -115,7 +116,7 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
     if constexpr (!BF16) {
 #pragma unroll
       for (int i = 0; i < PIECES; ++i) {
-        const int c = tid + i * flash_threads, j = c / CHUNKS, part = c % CHUNKS;
+        const int c = tid + i * THREADS, j = c / CHUNKS, part = c % CHUNKS;
         if (c >= KEYS * CHUNKS) continue;
         const int dst = (stage * KEYS + j) * STRIDE + part * 8;
         *reinterpret_cast<uint4*>(k_s + dst) = dequant8_bf16<F>(pending[i].k, pending[i].k_scale);
@@ -130,7 +131,7 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
     fetch_kv8(key_lo);
     store_kv8(0);
   }
-  for (int c = tid; c < ROWS * CHUNKS; c += flash_threads) {
+  for (int c = tid; c < ROWS * CHUNKS; c += THREADS) {
     const int r = c / CHUNKS, part = c % CHUNKS;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (r < rows) v = *reinterpret_cast<const uint4*>(p.q + q_offset(r) + part * 8);
@@ -190,17 +191,22 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
 #pragma unroll
       for (int j = 0; j < S_TILES; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.0f;
     if constexpr (Q_REGS) {
+      if constexpr (KSTEPS % 2 == 0) {
+        // As below: consecutive mma instructions write different tiles.
 #pragma unroll
-      for (int j = 0; j < S_TILES; ++j) {
-        if constexpr (KSTEPS % 2 == 0) {
+        for (int kk = 0; kk < KSTEPS; kk += 2) {
+          uint32_t b[S_TILES][4];
 #pragma unroll
-          for (int kk = 0; kk < KSTEPS; kk += 2) {
-            uint32_t b[4];
-            ldmatrix_x4(b, ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
-            mma_bf16_16816(s[0][j], qf[kk], b[0], b[1]);
-            mma_bf16_16816(s[0][j], qf[kk + 1], b[2], b[3]);
-          }
-        } else {
+          for (int j = 0; j < S_TILES; ++j)
+            ldmatrix_x4(b[j], ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
+#pragma unroll
+          for (int j = 0; j < S_TILES; ++j) mma_bf16_16816(s[0][j], qf[kk], b[j][0], b[j][1]);
+#pragma unroll
+          for (int j = 0; j < S_TILES; ++j) mma_bf16_16816(s[0][j], qf[kk + 1], b[j][2], b[j][3]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < S_TILES; ++j) {
 #pragma unroll
           for (int kk = 0; kk < KSTEPS; ++kk) {
             uint32_t b[2];
@@ -210,25 +216,29 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
         }
       }
     } else {
-      // Q fragment pairs are read once per tile and used for every key.
+      // Q fragment pairs are read once per tile and used for every key. The
+      // first k-step's products of every (m-tile, key tile) go before the
+      // second's: consecutive mma instructions then never wait on each
+      // other's accumulators.
 #pragma unroll
       for (int kk = 0; kk < KSTEPS; kk += 2) {
-        uint32_t qa[MT][4], qb[MT][4];
+        uint32_t qa[MT][4], qb[MT][4], b[S_TILES][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           ldmatrix_x4(qa[mt], q_row(mt) + kk * 16);
           ldmatrix_x4(qb[mt], q_row(mt) + (kk + 1) * 16);
         }
 #pragma unroll
-        for (int j = 0; j < S_TILES; ++j) {
-          uint32_t b[4];
-          ldmatrix_x4(b, ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
+        for (int j = 0; j < S_TILES; ++j)
+          ldmatrix_x4(b[j], ks + (j * 8 + lane % 8) * STRIDE + kk * 16 + (lane / 8) * 8);
 #pragma unroll
-          for (int mt = 0; mt < MT; ++mt) {
-            mma_bf16_16816(s[mt][j], qa[mt], b[0], b[1]);
-            mma_bf16_16816(s[mt][j], qb[mt], b[2], b[3]);
-          }
-        }
+        for (int j = 0; j < S_TILES; ++j)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma_bf16_16816(s[mt][j], qa[mt], b[j][0], b[j][1]);
+#pragma unroll
+        for (int j = 0; j < S_TILES; ++j)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma_bf16_16816(s[mt][j], qb[mt], b[j][2], b[j][3]);
       }
     }
 
@@ -261,22 +271,34 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
         top[0] = fmaxf(top[0], fmaxf(s[mt][j][0], s[mt][j][1]));
         top[1] = fmaxf(top[1], fmaxf(s[mt][j][2], s[mt][j][3]));
       }
-      float alpha[2];
+      float m_new[2];
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         top[i] = fmaxf(top[i], __shfl_xor_sync(0xffffffffu, top[i], 1));
         top[i] = fmaxf(top[i], __shfl_xor_sync(0xffffffffu, top[i], 2));
-        const float m_new = fmaxf(m[mt][i], top[i] * scale);
-        alpha[i] = exp2f(m[mt][i] - m_new);
-        m[mt][i] = m_new;
-        l[mt][i] *= alpha[i];
+        m_new[i] = fmaxf(m[mt][i], top[i] * scale);
       }
+      // NOTE: the running maximum moves only when some row of the warp
+      // grew by more than rescale_margin: until then a probability is at
+      // most 2^8, which the fp32 sums and the bf16 P fragments hold as well
+      // as values up to 1, and the output's rescale (as many multiplies as
+      // the tile has mma instructions) is skipped. After the first tiles the
+      // maximum rarely grows that much.
+      if (__any_sync(0xffffffffu, m_new[0] > m[mt][0] + rescale_margin || m_new[1] > m[mt][1] + rescale_margin)) {
+        float alpha[2];
 #pragma unroll
-      for (int t = 0; t < O_TILES; ++t) {
-        o[mt][t][0] *= alpha[0];
-        o[mt][t][1] *= alpha[0];
-        o[mt][t][2] *= alpha[1];
-        o[mt][t][3] *= alpha[1];
+        for (int i = 0; i < 2; ++i) {
+          alpha[i] = exp2f(m[mt][i] - m_new[i]);
+          m[mt][i] = m_new[i];
+          l[mt][i] *= alpha[i];
+        }
+#pragma unroll
+        for (int t = 0; t < O_TILES; ++t) {
+          o[mt][t][0] *= alpha[0];
+          o[mt][t][1] *= alpha[0];
+          o[mt][t][2] *= alpha[1];
+          o[mt][t][3] *= alpha[1];
+        }
       }
 #pragma unroll
       for (int j = 0; j < S_TILES; ++j)
@@ -339,32 +361,34 @@ __global__ void __launch_bounds__(flash_threads, MIN_BLOCKS) flash_attention_ker
 // The shape of each variant. Head size 16 has a single Q fragment: every
 // variant runs as the first there.
 struct variant_shape {
-  int keys, m_tiles;
+  int warps, keys, m_tiles;
   bool q_registers;
   int min_blocks;
 };
 
 constexpr variant_shape shape_of(flash_variant v, int head_dim) {
-  if (head_dim == 16) return {64, 1, true, 1};
+  if (head_dim == 16) return {4, 64, 1, true, 1};
   switch (v) {
-    case flash_variant::rows64_keys64_q_registers: return {64, 1, true, 1};
-    case flash_variant::rows64_keys32_q_registers: return {32, 1, true, 3};
-    case flash_variant::rows64_keys32_q_shared: return {32, 1, false, 4};
-    case flash_variant::rows128_keys64: return {64, 2, false, 2};
-    default: return {32, 2, false, 2};
+    case flash_variant::rows64_keys64_q_registers: return {4, 64, 1, true, 1};
+    case flash_variant::rows64_keys32_q_registers: return {4, 32, 1, true, 3};
+    case flash_variant::rows64_keys32_q_shared: return {4, 32, 1, false, 4};
+    case flash_variant::rows128_keys64: return {4, 64, 2, false, 2};
+    case flash_variant::rows256_keys64: return {8, 64, 2, false, 1};
+    case flash_variant::rows256_keys32: return {8, 32, 2, false, 1};
+    default: return {4, 32, 2, false, 2};
   }
 }
 
 template <int D, flash_variant V, kv_format F = kv_format::bf16>
 constexpr auto kernel_of() {
   constexpr variant_shape s = shape_of(V, D);
-  return flash_attention_kernel<D, s.keys, s.m_tiles, s.q_registers, s.min_blocks, F>;
+  return flash_attention_kernel<D, s.warps, s.keys, s.m_tiles, s.q_registers, s.min_blocks, F>;
 }
 
 template <int D, flash_variant V>
 constexpr size_t smem_of() {
   constexpr variant_shape s = shape_of(V, D);
-  return flash_smem_bytes(D, 16 * s.m_tiles * flash_warps, s.keys);
+  return flash_smem_bytes(D, 16 * s.m_tiles * s.warps, s.keys);
 }
 
 template <int D, flash_variant V, kv_format F = kv_format::bf16>
@@ -380,21 +404,23 @@ void set_smem_limits() {
   set_smem_limit<D, flash_variant::rows64_keys32_q_shared>();
   set_smem_limit<D, flash_variant::rows128_keys64>();
   set_smem_limit<D, flash_variant::rows128_keys32>();
-  set_smem_limit<D, default_flash_variant, kv_format::fp8>();
-  set_smem_limit<D, default_flash_variant, kv_format::int8>();
+  set_smem_limit<D, flash_variant::rows256_keys64>();
+  set_smem_limit<D, flash_variant::rows256_keys32>();
+  set_smem_limit<D, kv8_flash_variant, kv_format::fp8>();
+  set_smem_limit<D, kv8_flash_variant, kv_format::int8>();
 }
 
 template <int D, flash_variant V, kv_format F = kv_format::bf16>
 void launch(const attention_params& p, int32_t num_tiles, cudaStream_t stream) {
   const unsigned blocks = unsigned(num_tiles) * unsigned(p.kv.num_kv_heads);
-  launch_kernel(kernel_of<D, V, F>(), blocks, flash_threads, smem_of<D, V>(), stream, p);
+  launch_kernel(kernel_of<D, V, F>(), blocks, 32 * shape_of(V, D).warps, smem_of<D, V>(), stream, p);
 }
 
 template <int D>
 void launch_variant(const attention_params& p, int32_t num_tiles, cudaStream_t stream, flash_variant v) {
-  // 8-bit caches have the default variant only.
-  if (p.kv.format == kv_format::fp8) return launch<D, default_flash_variant, kv_format::fp8>(p, num_tiles, stream);
-  if (p.kv.format == kv_format::int8) return launch<D, default_flash_variant, kv_format::int8>(p, num_tiles, stream);
+  // 8-bit caches have one variant.
+  if (p.kv.format == kv_format::fp8) return launch<D, kv8_flash_variant, kv_format::fp8>(p, num_tiles, stream);
+  if (p.kv.format == kv_format::int8) return launch<D, kv8_flash_variant, kv_format::int8>(p, num_tiles, stream);
   switch (v) {
     case flash_variant::rows64_keys64_q_registers:
       launch<D, flash_variant::rows64_keys64_q_registers>(p, num_tiles, stream);
@@ -406,6 +432,8 @@ void launch_variant(const attention_params& p, int32_t num_tiles, cudaStream_t s
       launch<D, flash_variant::rows64_keys32_q_shared>(p, num_tiles, stream);
       break;
     case flash_variant::rows128_keys64: launch<D, flash_variant::rows128_keys64>(p, num_tiles, stream); break;
+    case flash_variant::rows256_keys64: launch<D, flash_variant::rows256_keys64>(p, num_tiles, stream); break;
+    case flash_variant::rows256_keys32: launch<D, flash_variant::rows256_keys32>(p, num_tiles, stream); break;
     default: launch<D, flash_variant::rows128_keys32>(p, num_tiles, stream); break;
   }
 }
@@ -418,7 +446,8 @@ bool flash_attention_supports(int32_t head_dim, int32_t group) {
 }
 
 int32_t flash_attention_rows(int32_t head_dim, flash_variant variant) {
-  return 16 * shape_of(variant, head_dim).m_tiles * flash_warps;
+  const variant_shape s = shape_of(variant, head_dim);
+  return 16 * s.m_tiles * s.warps;
 }
 
 int32_t flash_attention_tile_tokens(int32_t head_dim, int32_t group, flash_variant variant) {
@@ -434,7 +463,7 @@ void init_flash_attention() {
 
 void launch_flash_attention(const attention_params& p, int32_t num_tiles, cudaStream_t stream, flash_variant v) {
   if (num_tiles == 0) return;
-  if (kv_is_quantized(p.kv.format)) v = default_flash_variant;
+  if (kv_is_quantized(p.kv.format)) v = kv8_flash_variant;
   if (!flash_attention_supports(p.kv.head_dim, p.group) ||
       p.tile_tokens != flash_attention_tile_tokens(p.kv.head_dim, p.group, v))
     throw error("flash attention: head_dim " + std::to_string(p.kv.head_dim) + ", group " + std::to_string(p.group) +

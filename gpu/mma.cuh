@@ -34,9 +34,11 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* p) {
                : "memory");
 }
 
-// c[16x8] += a[16x16] . b[16x8], bf16 operands, fp32 accumulators.
+// c[16x8] += a[16x16] . b[16x8], bf16 operands, fp32 accumulators. Not
+// volatile: it reads and writes registers only, so the compiler may move it
+// between independent instructions.
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
+  asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])

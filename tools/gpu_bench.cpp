@@ -386,7 +386,9 @@ void attention(bench_setup& b, cudaStream_t stream, int32_t num_sms) {
       {"rows64_keys32_q_registers", gpu::flash_variant::rows64_keys32_q_registers},
       {"rows64_keys32_q_shared", gpu::flash_variant::rows64_keys32_q_shared},
       {"rows128_keys64", gpu::flash_variant::rows128_keys64},
-      {"rows128_keys32", gpu::flash_variant::rows128_keys32}};
+      {"rows128_keys32", gpu::flash_variant::rows128_keys32},
+      {"rows256_keys64", gpu::flash_variant::rows256_keys64},
+      {"rows256_keys32", gpu::flash_variant::rows256_keys32}};
   for (const auto& [variant_name, variant] : variants) {
     double total_ms = 0, total_flops = 0;
     for (int32_t chunk = 0; chunk < 4; ++chunk) {

@@ -4,6 +4,7 @@
 // attention vs the general kernel with and without splits, GEMV (plain,
 // with the residual add, with the RMSNorm and SwiGLU) vs float64, the qkv
 // GEMV with RoPE and the K/V write vs the GEMV then the RoPE/KV kernel,
+// the RoPE/KV kernel vs float64,
 // GPU sampling vs the CPU sampler; 8-bit KV writes vs the CPU's
 // quantization, 8-bit KV reads vs the same kernels on the dequantized values.
 #include <cuda_bf16.h>
@@ -343,7 +344,8 @@ TEST_CASE("tensor-core attention matches the general kernel on mixed batches") {
     line += ", " + shape_name(shape) + ":";
     for (auto variant : {gpu::flash_variant::rows64_keys64_q_registers, gpu::flash_variant::rows64_keys32_q_registers,
                          gpu::flash_variant::rows64_keys32_q_shared, gpu::flash_variant::rows128_keys64,
-                         gpu::flash_variant::rows128_keys32}) {
+                         gpu::flash_variant::rows128_keys32, gpu::flash_variant::rows256_keys64,
+                         gpu::flash_variant::rows256_keys32}) {
       CAPTURE(int(variant));
       const double err = rel_l2(f.general(true, variant), want);
       CHECK(err < 1e-2);
@@ -404,9 +406,9 @@ TEST_CASE("attention over 8-bit KV equals attention over its dequantized bf16 va
       std::mt19937 rng(seed);
       attention_fixture prefill(shape, mixed, rng);
       prefill.quantize(f, rng);
-      const auto want = prefill.general(true);
+      const auto want = prefill.general(true, gpu::kv8_flash_variant);
       prefill.read_as = f;
-      const auto got = prefill.general(true);
+      const auto got = prefill.general(true, gpu::kv8_flash_variant);
       CHECK(got == want);
       bool decode_same = true;
       if (gpu::decode_attention_supports(shape.head_dim, group)) {
@@ -630,6 +632,163 @@ TEST_CASE("GEMV matches a float64 reference for 1 to 4 rows: plain, added to the
                 "sums of squares, rel. %.3g), normed %.3g, normed+gated %.3g",
                 worst_bf16, worst_f32, worst_add, worst_sum_sq, worst_norm, worst_gated);
   summary(line);
+}
+
+TEST_CASE("the RoPE/KV kernel matches float64 RoPE for 1 to 2,051 tokens: bias, q/k norms, pages, staging") {
+  const uint32_t seed = fresh_seed();
+  CAPTURE(seed);
+  std::mt19937 rng(seed);
+  const int32_t page_size = 16, num_seqs = 3;
+  const float eps = 1e-6f;
+  struct shape {
+    int32_t head_dim, num_heads, num_kv_heads;
+    bool bias, norms, stage;
+  };
+  double worst = 0;
+  for (const shape sh : {shape{128, 8, 2, false, false, false}, shape{64, 6, 2, true, true, false},
+                         shape{128, 4, 1, true, false, true}}) {
+    // 1 and 3 take the few-token path (3 with a padding row), 129 one token a
+    // block, 700 two, 2,051 eight and a partial last block.
+    for (const int32_t m : {1, 3, 129, 700, 2051}) {
+      CAPTURE(sh.head_dim);
+      CAPTURE(m);
+      const int32_t hd = sh.head_dim, half = hd / 2, nq = sh.num_heads, nkv = sh.num_kv_heads;
+      const int32_t num_all = nq + 2 * nkv, qkv_dim = num_all * hd;
+      // Tokens t go to sequence t % 3 at consecutive positions from a random
+      // start; pages are shuffled.
+      std::vector<int32_t> positions(static_cast<size_t>(m)), token_seq(static_cast<size_t>(m));
+      std::vector<int32_t> start(static_cast<size_t>(num_seqs)), count(static_cast<size_t>(num_seqs), 0);
+      for (auto& s : start) s = int32_t(rng() % 40);
+      for (int32_t t = 0; t < m; ++t) {
+        const int32_t s = t % num_seqs;
+        token_seq[size_t(t)] = s;
+        positions[size_t(t)] = start[size_t(s)] + count[size_t(s)]++;
+      }
+      if (m == 3) positions[2] = -1;
+      std::vector<int32_t> indptr{0}, indices;
+      int32_t num_pages = 0;
+      for (int32_t s = 0; s < num_seqs; ++s) num_pages += (start[size_t(s)] + count[size_t(s)]) / page_size + 1;
+      std::vector<int32_t> shuffled(static_cast<size_t>(num_pages));
+      std::iota(shuffled.begin(), shuffled.end(), 0);
+      std::shuffle(shuffled.begin(), shuffled.end(), rng);
+      for (int32_t s = 0; s < num_seqs; ++s) {
+        const int32_t n = (start[size_t(s)] + count[size_t(s)]) / page_size + 1;
+        indices.insert(indices.end(), shuffled.begin() + indices.size(), shuffled.begin() + indices.size() + n);
+        indptr.push_back(int32_t(indices.size()));
+      }
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f), near_one(0.5f, 1.5f);
+      const auto qkv = random_bf16(size_t(m) * qkv_dim, 2.0f, rng);
+      std::vector<float> bias(static_cast<size_t>(qkv_dim)), q_norm(static_cast<size_t>(hd)),
+          k_norm(static_cast<size_t>(hd));
+      for (auto& v : bias) v = u(rng);
+      for (auto& v : q_norm) v = near_one(rng);
+      for (auto& v : k_norm) v = near_one(rng);
+      std::vector<double> inv_freq(static_cast<size_t>(half));
+      for (int32_t i = 0; i < half; ++i) inv_freq[size_t(i)] = std::pow(500000.0, -2.0 * i / hd);
+
+      // float64 reference: q [m, nq, hd]; K and V at their slot of the cache
+      // [pages, page_size, nkv, hd] (or of the staging rows [m, 2, nkv, hd]).
+      const size_t kv_elems = size_t(num_pages) * page_size * nkv * hd;
+      std::vector<double> q_ref(size_t(m) * nq * hd, 0.0), k_ref(kv_elems, 0.0), v_ref(kv_elems, 0.0),
+          stage_ref(size_t(m) * 2 * nkv * hd, 0.0);
+      for (int32_t t = 0; t < m; ++t) {
+        const int32_t pos = positions[size_t(t)];
+        if (pos < 0) continue;
+        const int32_t page = indices[size_t(indptr[size_t(token_seq[size_t(t)])] + pos / page_size)];
+        const size_t slot = (size_t(page) * page_size + pos % page_size) * nkv * hd;
+        for (int32_t h = 0; h < num_all; ++h) {
+          std::vector<double> x(static_cast<size_t>(hd));
+          double sum_sq = 0;
+          for (int32_t i = 0; i < hd; ++i) {
+            x[size_t(i)] = bf16_to_f32(qkv[size_t(t) * qkv_dim + size_t(h) * hd + i]);
+            if (sh.bias) x[size_t(i)] += bias[size_t(h) * hd + i];
+            sum_sq += x[size_t(i)] * x[size_t(i)];
+          }
+          const bool is_v = h >= nq + nkv;
+          std::vector<double> y = x;
+          if (!is_v) {
+            if (sh.norms) {
+              const auto& w = h < nq ? q_norm : k_norm;
+              const double inv = 1.0 / std::sqrt(sum_sq / hd + eps);
+              for (int32_t i = 0; i < hd; ++i) x[size_t(i)] *= inv * w[size_t(i)];
+            }
+            for (int32_t i = 0; i < half; ++i) {
+              const double angle = double(pos) * inv_freq[size_t(i)];
+              const double a = x[size_t(i)], b = x[size_t(i + half)];
+              y[size_t(i)] = a * std::cos(angle) - b * std::sin(angle);
+              y[size_t(i + half)] = b * std::cos(angle) + a * std::sin(angle);
+            }
+          }
+          double* dst = h < nq                ? &q_ref[(size_t(t) * nq + h) * hd]
+                        : sh.stage            ? &stage_ref[(size_t(t) * 2 + (is_v ? 1 : 0)) * nkv * hd +
+                                                           size_t(h - nq - (is_v ? nkv : 0)) * hd]
+                        : !is_v               ? &k_ref[slot + size_t(h - nq) * hd]
+                                              : &v_ref[slot + size_t(h - nq - nkv) * hd];
+          std::copy(y.begin(), y.end(), dst);
+        }
+      }
+
+      const auto dqkv = upload<bf16>(qkv);
+      const auto dbias = upload<float>(bias), dq_norm = upload<float>(q_norm), dk_norm = upload<float>(k_norm);
+      const auto dpos = upload<int32_t>(positions), dseq = upload<int32_t>(token_seq);
+      const auto dindptr = upload<int32_t>(indptr), dindices = upload<int32_t>(indices);
+      const auto dfreq = upload<double>(inv_freq);
+      device_buffer<bf16> q_out(q_ref.size()), k_cache(kv_elems), v_cache(kv_elems);
+      device_buffer<float> stage(stage_ref.size());
+      KVACTOR_CUDA_CHECK(cudaMemset(q_out.get(), 0, q_out.size() * sizeof(bf16)));
+      KVACTOR_CUDA_CHECK(cudaMemset(k_cache.get(), 0, k_cache.size() * sizeof(bf16)));
+      KVACTOR_CUDA_CHECK(cudaMemset(v_cache.get(), 0, v_cache.size() * sizeof(bf16)));
+      KVACTOR_CUDA_CHECK(cudaMemset(stage.get(), 0, stage.size() * sizeof(float)));
+      gpu::rope_kv_params p;
+      p.qkv = dqkv.get();
+      p.qkv_bias = sh.bias ? dbias.get() : nullptr;
+      p.q_norm = sh.norms ? dq_norm.get() : nullptr;
+      p.k_norm = sh.norms ? dk_norm.get() : nullptr;
+      p.inv_freq = dfreq.get();
+      p.positions = dpos.get();
+      p.token_seq = dseq.get();
+      p.kv.k = k_cache.get();
+      p.kv.v = v_cache.get();
+      p.kv.page_indptr = dindptr.get();
+      p.kv.page_indices = dindices.get();
+      p.kv.page_size = page_size;
+      p.kv.num_kv_heads = nkv;
+      p.kv.head_dim = hd;
+      p.kv_stage = sh.stage ? stage.get() : nullptr;
+      p.q_out = q_out.get();
+      p.num_heads = nq;
+      p.num_kv_heads = nkv;
+      p.head_dim = hd;
+      p.eps = eps;
+      gpu::launch_rope_kv(p, m, nullptr);
+      KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
+
+      // Each output against the reference; what the reference leaves zero
+      // (slots of no token, the padding row) stays zero.
+      const auto compare = [&](const std::vector<float>& got, const std::vector<double>& want) {
+        size_t stray = 0;
+        std::vector<float> w(want.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          w[i] = float(want[i]);
+          stray += (want[i] == 0.0) != (got[i] == 0.0f) ? 1 : 0;
+        }
+        CHECK(stray == 0);
+        const double e = rel_l2(got, w);
+        CHECK(e < 5e-3); // bf16 outputs: rounding alone is about 2e-3
+        worst = std::max(worst, e);
+      };
+      compare(download_bf16(q_out), q_ref);
+      if (sh.stage) {
+        const auto st = download(stage);
+        compare(st, stage_ref);
+        CHECK(rel_l2(st, std::vector<float>(stage_ref.begin(), stage_ref.end())) < 1e-5); // fp32 staging
+      } else {
+        compare(download_bf16(k_cache), k_ref);
+        compare(download_bf16(v_cache), v_ref);
+      }
+    }
+  }
+  summary("RoPE/KV kernel vs float64, max rel-L2 " + fixed(worst));
 }
 
 TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then the RoPE/KV kernel") {
