@@ -47,7 +47,9 @@ void summary(const std::string& line) {
   std::fflush(stdout);
 }
 
+// A new seed each run, or $KVACTOR_TEST_SEED to repeat one a failure printed.
 uint32_t fresh_seed() {
+  if (const char* seed = std::getenv("KVACTOR_TEST_SEED"); seed && *seed) return uint32_t(std::stoul(seed));
   static std::random_device device;
   return device();
 }
