@@ -43,10 +43,10 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps, 2) rope_kv_kernel(cons
   extern __shared__ size_t rope_smem[];
   const int hd = p.head_dim, half = hd / 2, block_tokens = 1 << shift;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  size_t* slot_s = rope_smem;                                                    // [block_tokens]
-  int32_t* pos_s = reinterpret_cast<int32_t*>(slot_s + block_tokens);           // [block_tokens]
-  float* cos_s = reinterpret_cast<float*>(pos_s + block_tokens);                // [block_tokens][half]
-  float* sin_s = cos_s + block_tokens * half;                                    // [block_tokens][half]
+  size_t* slot_s = rope_smem;                                          // [block_tokens]
+  int32_t* pos_s = reinterpret_cast<int32_t*>(slot_s + block_tokens); // [block_tokens]
+  float* cos_s = reinterpret_cast<float*>(pos_s + block_tokens);      // [block_tokens][half]
+  float* sin_s = cos_s + block_tokens * half;                          // [block_tokens][half]
   launch_next_kernel();
 
   // All of it depends on the step's metadata alone (copied before the step's
