@@ -29,11 +29,11 @@ constexpr size_t flash_smem_bytes(int head_dim, int rows, int keys) {
 }
 
 // W warps a block, each K/V tile serving all of them; KEYS keys per K/V
-// tile; MT m-tiles of 16 query rows per warp (each K/V
-// fragment read from shared memory then serves MT of them); Q_REGS: the
-// warp's Q fragments stay in registers (else they are reread from shared
-// memory each tile); MIN_BLOCKS: blocks per multiprocessor the register
-// budget must allow; F: the cache's format. bf16 tiles are copied with
+// tile; MT m-tiles of 16 query rows per warp (each K/V fragment read from
+// shared memory then serves MT of them); Q_REGS: the warp's Q fragments
+// stay in registers (else they are reread from shared memory each tile);
+// MIN_BLOCKS: blocks per multiprocessor the register budget must allow; F:
+// the cache's format. bf16 tiles are copied with
 // cp.async; 8-bit tiles are loaded into registers a tile ahead and stored
 // dequantized to bf16 once the current tile is done, so the tensor-core
 // loop is the same for every format.

@@ -1,9 +1,9 @@
 #pragma once
 // Attention for prefill and mixed batches on the tensor cores (FlashAttention-2
 // style, mma.sync m16n8k16 in bf16 with fp32 accumulation) over the paged KV
-// cache. A block of 4 or 8 warps takes one tile of a sequence's new tokens and one
-// kv head: its 64 to 256 query rows are the tile's tokens x the kv head's
-// `group` q heads, so each K/V tile staged in shared memory serves all of
+// cache. A block of 4 or 8 warps takes one tile of a sequence's new tokens
+// and one kv head: its 64 to 256 query rows are the tile's tokens x the kv
+// head's `group` q heads, so each K/V tile staged in shared memory serves all of
 // them. K/V tiles are gathered page by page with cp.async, two stages deep;
 // the online softmax stays in registers. Same inputs and semantics as
 // launch_paged_attention (attention_params), with tile_tokens =
