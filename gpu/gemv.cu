@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(gemv_threads) gemv_kernel(const gemv_params p)
 
   if constexpr (O == out::add_f32) {
     // Lane 0 updates the residual and, for the next norm, writes its input
-    // and this column's squares; the block adds its squares to the sums.
+    // and this column's square; the block's 8 columns make one part.
     if (lane == 0) {
 #pragma unroll
       for (int i = 0; i < M; ++i) {

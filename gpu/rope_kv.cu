@@ -3,7 +3,7 @@
 #include "gpu/cuda_check.h"
 #include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
-#include "gpu/rope_kv.h"
+#include "gpu/rope_kv.cuh"
 
 namespace kvactor::gpu {
 
@@ -56,17 +56,11 @@ __global__ void __launch_bounds__(32 * rope_kv_max_warps, 2) rope_kv_kernel(cons
   for (int i = threadIdx.x; i < tokens; i += blockDim.x) {
     const int32_t pos = p.positions[t0 + i];
     pos_s[i] = pos;
-    if (pos < 0 || p.kv_stage) continue;
-    const int32_t page = p.kv.page_indices[p.kv.page_indptr[p.token_seq[t0 + i]] + pos / p.kv.page_size];
-    slot_s[i] = (size_t(page) * p.kv.page_size + pos % p.kv.page_size) * size_t(p.num_kv_heads) * hd;
+    if (pos >= 0 && !p.kv_stage) slot_s[i] = kv_slot(p, t0 + i, pos);
   }
   for (int i = threadIdx.x; i < tokens * half; i += blockDim.x) {
     const int32_t pos = p.positions[t0 + i / half];
-    if (pos < 0) continue;
-    double s, c;
-    sincos(double(pos) * p.inv_freq[i % half], &s, &c);
-    cos_s[i] = float(c);
-    sin_s[i] = float(s);
+    if (pos >= 0) rope_angle(p, pos, i % half, cos_s[i], sin_s[i]);
   }
   __syncthreads();
   wait_for_previous_kernel();
