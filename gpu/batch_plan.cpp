@@ -57,15 +57,20 @@ void put_samples(batch_plan& p, std::span<const sample_row> samples) {
 } // namespace
 
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
-                      batch_plan& plan, std::span<const sample_row> samples, int32_t release_window) {
+                      batch_plan& plan, std::span<const sample_row> samples, int32_t release_window,
+                      int32_t max_decode_rows) {
   int64_t num_tokens = 0, num_pages = 0, num_tiles = 0;
+  int32_t decode_rows = 0;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const seq_step& q = batch.seqs[s];
     validate(q, s, vocab_size, layout, release_window);
     const int64_t n = int64_t(q.tokens.size());
     num_tokens += n;
     num_pages += pages_of(q, layout);
-    num_tiles += (n + tile_tokens - 1) / tile_tokens;
+    if (n == 1 && size_t(decode_rows) == s && decode_rows < max_decode_rows)
+      ++decode_rows;
+    else
+      num_tiles += (n + tile_tokens - 1) / tile_tokens;
   }
   if (num_tokens > INT32_MAX || num_pages > INT32_MAX)
     throw error("forward: a batch of " + std::to_string(num_tokens) + " tokens and " + std::to_string(num_pages) +
@@ -79,7 +84,8 @@ void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_l
   p.real_logits = p.num_logits;
   p.num_tiles = int32_t(num_tiles);
   p.tile_tokens = tile_tokens;
-  p.decode_rows = 0;
+  p.decode_rows = decode_rows;
+  p.decode_plan = false;
   size_t offset = 0;
   const auto place = [&](size_t count) {
     const size_t at = offset;
@@ -114,7 +120,8 @@ void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_l
     }
     const int32_t pages = pages_of(q, layout);
     for (int32_t i = 0; i < pages; ++i) d[p.page_indices + page_entry + i] = q.page_table[size_t(i)];
-    for (int32_t i = 0; i < n; i += tile_tokens) d[p.tile_first + tile++] = token + i;
+    if (s >= decode_rows)
+      for (int32_t i = 0; i < n; i += tile_tokens) d[p.tile_first + tile++] = token + i;
     if (q.want_logits) d[p.logit_rows + logit++] = token + n - 1;
     token += n;
     page_entry += pages;
@@ -132,7 +139,7 @@ bool is_decode_batch(const forward_batch& batch) {
 
 size_t decode_plan_header(int32_t max_rows) {
   const size_t m = size_t(max_rows);
-  const size_t arrays = 7 * m + 2; // token_ids .. tile_first
+  const size_t arrays = 6 * m + 2; // token_ids .. logit_rows
   return arrays + arrays % 2 + m * sample_row_elems;
 }
 
@@ -156,17 +163,18 @@ void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_
   p.num_seqs = rows;
   p.num_logits = rows;
   p.real_logits = batch.num_logits();
-  p.num_tiles = rows;
+  p.num_tiles = 0;
   p.tile_tokens = 1;
   p.decode_rows = rows;
+  p.decode_plan = true;
   p.token_ids = 0;
   p.positions = m;
   p.token_seq = 2 * m;
   p.qo_indptr = 3 * m;
   p.page_indptr = 4 * m + 1;
   p.logit_rows = 5 * m + 2;
-  p.tile_first = 6 * m + 2;
-  p.sample_rows = (7 * m + 2) + (7 * m + 2) % 2;
+  p.tile_first = 0; // no tiles
+  p.sample_rows = (6 * m + 2) + (6 * m + 2) % 2;
   p.page_indices = decode_plan_header(max_rows);
   p.data.resize(p.page_indices + size_t(num_pages));
 
@@ -178,7 +186,6 @@ void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_
     d[p.positions + s] = padding ? -1 : batch.seqs[size_t(s)].start_pos;
     d[p.token_seq + s] = s;
     d[p.qo_indptr + s] = s;
-    d[p.tile_first + s] = s;
     d[p.page_indptr + s] = page_entry;
     if (padding) continue;
     const seq_step& q = batch.seqs[size_t(s)];

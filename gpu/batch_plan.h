@@ -5,7 +5,9 @@
 //
 // Two shapes of plan:
 // - packed (build_batch_plan): any mixed batch, arrays back to back. Attention
-//   work is planned here too: each sequence's new tokens are cut into tiles of
+//   work is planned here too: the leading sequences of one new token (the
+//   running decodes, which the step planner puts first) go to the decode
+//   kernel; the other sequences' new tokens are cut into tiles of
 //   `tile_tokens` consecutive tokens, one thread block per tile and kv head
 //   (FlashInfer's plan-on-the-host approach).
 // - decode (build_decode_plan): one new token per sequence, padded to `rows`
@@ -40,7 +42,10 @@ struct batch_plan {
   int32_t real_logits = 0; // logits rows the caller asked for: the first ones
   int32_t num_tiles = 0;
   int32_t tile_tokens = 1;
-  int32_t decode_rows = 0; // rows of a decode plan; 0 for a packed plan
+  // The first decode_rows tokens are sequences of one new token each, which
+  // the decode-attention kernel attends; the tiles cover the tokens after them.
+  int32_t decode_rows = 0;
+  bool decode_plan = false; // build_decode_plan's: every offset fixed by max_rows
 
   size_t token_ids = 0;    // [num_tokens]
   size_t positions = 0;    // [num_tokens] absolute position of each token; -1 marks padding
@@ -49,7 +54,7 @@ struct batch_plan {
   size_t page_indptr = 0;  // [num_seqs + 1] first entry of each page table
   size_t page_indices = 0; // [page_indptr[num_seqs]] the pages each sequence uses
   size_t logit_rows = 0;   // [num_logits] token whose logits make each row
-  size_t tile_first = 0;   // [num_tiles] first token of each attention tile
+  size_t tile_first = 0;   // [num_tiles] first token of each attention tile; packed plans only
   size_t sample_rows = 0;  // [num_logits] sample_row, 8-byte aligned; only with sampling
   std::vector<int32_t> data;
 };
@@ -57,12 +62,14 @@ struct batch_plan {
 // Rebuilds `plan` for `batch` (reusing its storage). Page tables are cut to
 // the pages positions [0, start_pos + tokens) need. `samples` is empty or has
 // one row per logits row. With a `release_window` (runtime/sliding_window.h)
-// the pages wholly behind it may be no_page. Throws kvactor::error for
+// the pages wholly behind it may be no_page. Up to `max_decode_rows` leading
+// one-token sequences become decode rows (0: every sequence is tiled). Throws kvactor::error for
 // invalid input: no new tokens, a negative start_pos, a token outside the
 // vocabulary, a page table too short or naming a page outside the cache, a
 // wrong number of samples.
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
-                      batch_plan& plan, std::span<const sample_row> samples = {}, int32_t release_window = 0);
+                      batch_plan& plan, std::span<const sample_row> samples = {}, int32_t release_window = 0,
+                      int32_t max_decode_rows = 0);
 
 // True when every sequence brings exactly one new token.
 bool is_decode_batch(const forward_batch& batch);
@@ -70,7 +77,8 @@ bool is_decode_batch(const forward_batch& batch);
 // The decode plan of `batch` (is_decode_batch, at most `rows` sequences,
 // rows <= max_rows) padded to `rows` sequences: padding rows have token 0,
 // position -1, no pages and greedy sampling; padding logits rows read token
-// 0. One tile per sequence. Throws kvactor::error like build_batch_plan.
+// 0. Every row is a decode row; no tiles. Throws kvactor::error like
+// build_batch_plan.
 void build_decode_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t rows,
                        int32_t max_rows, batch_plan& plan, std::span<const sample_row> samples = {},
                        int32_t release_window = 0);

@@ -162,8 +162,10 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
 
   if (options.max_decode_batch > 0 && gpu::decode_attention_supports(c.head_dim, group)) {
     max_decode_rows = bucket_for(options.max_decode_batch);
+    // Any row count up to the largest bucket: the decode rows of a mixed step
+    // are not padded to a bucket.
     size_t out_elems = 0, ml_elems = 0;
-    for (int32_t rows = 1; rows <= max_decode_rows; rows *= 2) {
+    for (int32_t rows = 1; rows <= max_decode_rows; ++rows) {
       const int32_t splits = gpu::decode_max_splits(rows, c.num_kv_heads, num_sms);
       out_elems = std::max(out_elems, gpu::decode_partial_out_elems(rows, splits, c.num_heads, c.head_dim));
       ml_elems = std::max(ml_elems, gpu::decode_partial_ml_elems(rows, splits, c.num_heads));
@@ -306,7 +308,8 @@ void cuda_executor::state::run_layer(int32_t layer, const int32_t* meta) {
     a.min_split_keys = min_split_keys;
     a.scale = scale;
     gpu::launch_decode_attention(a, p.decode_rows, stream);
-  } else {
+  }
+  if (p.num_tiles > 0) {
     gpu::attention_params a;
     a.q = q.get();
     a.out = attn.get();
@@ -380,12 +383,12 @@ void cuda_executor::state::build(const forward_batch& batch, std::span<const gpu
     gpu::build_decode_plan(batch, config.vocab_size, layout, bucket_for(seqs), max_decode_rows, plan, rows,
                            release_window);
   else
-    gpu::build_batch_plan(batch, config.vocab_size, layout, tile_tokens, plan, rows, release_window);
+    gpu::build_batch_plan(batch, config.vocab_size, layout, tile_tokens, plan, rows, release_window, max_decode_rows);
 }
 
 void cuda_executor::state::run(output out) {
   const gpu::batch_plan& p = plan;
-  const bool decode = p.decode_rows > 0;
+  const bool decode = p.decode_plan;
   reserve_tokens(p.num_tokens);
   reserve_rows(p.num_logits);
   // Room for every page of the cache at once, so that graphs survive

@@ -17,7 +17,9 @@
 # build-gpu/bin, or a staged bundle's bin/); OUT receives every JSON report,
 # plot and log (default: a new temporary directory). The Llama 3 tokenizer
 # comes from $KVACTOR_LLAMA3_TOKENIZER (default: the tokenizer cache's).
-# KVACTOR_BENCH_SCENARIOS=0 stops after the throughput runs (steps 1 to 3).
+# KVACTOR_BENCH_SCENARIOS=0 stops after the throughput runs (steps 1 to 3);
+# KVACTOR_BENCH_HF=0 skips step 2 and KVACTOR_BENCH_STREAMS (default "1 2")
+# picks the stream counts of step 3, for quick comparisons of our own builds.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${1:-$root/build-gpu/bin}
@@ -36,16 +38,18 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 echo "== ceilings"
 timeout 60 "$dir/gpu_bench" --only ceilings --json "$out/ceilings.json"
 
-echo "== transformers generate()"
-PYTHONUNBUFFERED=1 timeout 150 python3 "$root/tools/reference/hf_generate_bench.py" --config "$shape" \
-  --requests 256 --prompt-len 512 --output-len 256 --out "$out/hf_generate.json" 2>&1 |
-  tee "$out/hf_generate.log" | grep -v Warning
+if [ "${KVACTOR_BENCH_HF:-1}" != 0 ]; then
+  echo "== transformers generate()"
+  PYTHONUNBUFFERED=1 timeout 150 python3 "$root/tools/reference/hf_generate_bench.py" --config "$shape" \
+    --requests 256 --prompt-len 512 --output-len 256 --out "$out/hf_generate.json" 2>&1 |
+    tee "$out/hf_generate.log" | grep -v Warning
+fi
 
 # start_daemon, stop_daemon, bench
 source "$root/scripts/gpu_daemon.sh"
 
 throughput=(--scenario fixed --prompt-len 512 --output-len 256 --concurrency 256 --requests 256)
-for streams in 1 2; do
+for streams in ${KVACTOR_BENCH_STREAMS:-1 2}; do
   echo "== throughput, gpu.streams = $streams"
   start_daemon "streams$streams" gpu.streams=$streams && bench "throughput_streams$streams" "${throughput[@]}" --seed $streams
   stop_daemon

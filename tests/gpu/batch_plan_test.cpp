@@ -49,6 +49,32 @@ TEST_CASE("a mixed batch is flattened into back-to-back arrays") {
   CHECK(p.tile_first + 5 == p.data.size());
 }
 
+TEST_CASE("leading one-token sequences become decode rows, up to the cap; the rest are tiled") {
+  forward_batch batch;
+  batch.seqs.push_back({{42}, 9, {7, 3, 20}, true});       // decode at position 9
+  batch.seqs.push_back({{43}, 0, {4}, true});              // a one-token prompt, also a decode row
+  batch.seqs.push_back({{44}, 2, {5}, true});              // a third: past a cap of 2
+  batch.seqs.push_back({{5, 6, 7, 8, 9}, 3, {10, 11}, true}); // prefill chunk
+  batch.seqs.push_back({{45}, 6, {12, 13}, true});         // one token after a chunk: tiled
+  batch_plan p;
+  build_batch_plan(batch, 100, layout, 2, p, {}, 0, 2);
+  CHECK(p.decode_rows == 2);
+  CHECK_FALSE(p.decode_plan);
+  CHECK(p.num_tiles == 5); // {44}, three of the chunk, {45}
+  CHECK(slice(p, p.tile_first, 5) == std::vector<int32_t>{2, 3, 5, 7, 8});
+  CHECK(slice(p, p.token_ids, 3) == std::vector<int32_t>{42, 43, 44});
+  CHECK(slice(p, p.qo_indptr, 3) == std::vector<int32_t>{0, 1, 2}); // decode row i is sequence i
+
+  build_batch_plan(batch, 100, layout, 2, p, {}, 0, 8);
+  CHECK(p.decode_rows == 3);
+  CHECK(p.num_tiles == 4);
+  CHECK(slice(p, p.tile_first, 4) == std::vector<int32_t>{3, 5, 7, 8});
+
+  build_batch_plan(batch, 100, layout, 2, p); // no cap: every sequence tiled
+  CHECK(p.decode_rows == 0);
+  CHECK(p.num_tiles == 7);
+}
+
 TEST_CASE("a plan is rebuilt in place for the next step") {
   batch_plan p;
   forward_batch big;
@@ -119,6 +145,8 @@ TEST_CASE("a decode plan pads to its rows and keeps every offset fixed") {
   batch_plan p;
   build_decode_plan(batch, 100, layout, 4, 8, p, rows);
   CHECK(p.decode_rows == 4);
+  CHECK(p.decode_plan);
+  CHECK(p.num_tiles == 0);
   CHECK(p.num_tokens == 4);
   CHECK(p.num_logits == 4);
   CHECK(p.real_logits == 2);
