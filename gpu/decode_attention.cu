@@ -5,6 +5,7 @@
 #include "gpu/decode_attention.h"
 #include "gpu/kv_dequant.cuh"
 #include "gpu/launch.cuh"
+#include "gpu/mma.cuh"
 #include "gpu/reduce.cuh"
 #include "gpu/vec.cuh"
 #include "runtime/error.h"
@@ -44,22 +45,38 @@ __device__ __forceinline__ float dot8(const float (&q)[8], const uint4& k) {
 // merged through shared memory at the end. 8-bit caches (F) are read as
 // 8 bytes a lane and dequantized to bf16, then go the same way.
 //
-// Only q and the new key come from the kernel before (RoPE and the K/V
-// write): with EARLY, a block loads its first keys before it waits for that
-// kernel. That costs registers, so only latency-bound launches (few rows,
-// split) use it, and only on bf16 caches: an 8-bit cache may requantize the
-// new key's whole page. With more than one split, the split block that
-// finishes a (row, kv head) last merges the splits' partial results.
-template <int D, int G, kv_format F, bool EARLY>
-__global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const decode_attention_params p) {
-  static_assert(!EARLY || F == kv_format::bf16, "early keys from bf16 caches only");
+// A decode step reads each key once, so the kernel is a stream from memory;
+// what limits it is the bytes in flight. bf16 keys are copied a loop
+// iteration ahead into shared memory (cp.async), so that they fly while the
+// warp computes on the ones before, and cost no registers; each thread reads
+// back only what it copied itself, so no barrier is needed. The first
+// iteration's copies start before the wait for the kernel before (RoPE and
+// the K/V write), except the new key, which that kernel writes. 8-bit caches
+// load into registers (a requantized page may change any key of it). With
+// more than one split, the split block that finishes a (row, kv head) last
+// merges the splits' partial results.
+//
+// Up to 4 q heads per kv head, four blocks a multiprocessor: 128 registers,
+// which the loop fits without spilling.
+template <int D, int G, kv_format F>
+__global__ void __launch_bounds__(decode_threads, G > 4 ? 1 : 4)
+    decode_attention_kernel(const decode_attention_params p) {
   constexpr int LANES = D / 8;
   constexpr int KPW = 32 / LANES;
   constexpr int STREAMS = decode_warps * KPW;
-  constexpr int U = G > 4 ? 2 : 4; // keys per stream in flight
+  constexpr int U = G > 4 ? 2 : 4; // keys per stream and iteration
+  constexpr int STEP = STREAMS * U; // keys per block and iteration
   constexpr bool BF16 = F == kv_format::bf16;
-  __shared__ float m_s[STREAMS][G], l_s[STREAMS][G];
-  __shared__ __align__(16) float acc_s[STREAMS][G][D];
+  constexpr int STAGE_SLOTS = BF16 ? 2 * U * 2 : 1; // [stage][u][k or v], 16 bytes a thread each
+  // The staged keys are dead by the time the streams merge.
+  union shared_storage {
+    uint4 kv[STAGE_SLOTS][decode_threads];
+    struct {
+      float m[STREAMS][G], l[STREAMS][G];
+      float acc[STREAMS][G][D];
+    } merge;
+  };
+  __shared__ __align__(16) shared_storage smem;
   __shared__ float split_weight[G][32]; // max_splits <= 32
   __shared__ float split_inv_total[G];
   __shared__ bool merges;
@@ -84,30 +101,25 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
   const int page_shift = __ffs(page_size) - 1;
   const size_t token_stride = size_t(p.kv.num_kv_heads) * D;
   const size_t head_offset = size_t(kv_head) * D + sub * 8;
-  // bf16 keys into k and v, 8-bit ones into raw.
-  const auto load = [&](int32_t key, uint4& k, uint4& v, [[maybe_unused]] kv8_raw& raw) {
-    const int32_t page = pages[page_pow2 ? key >> page_shift : key / page_size];
+  const auto page_of = [&](int32_t key) { return pages[page_pow2 ? key >> page_shift : key / page_size]; };
+  const auto offset_of = [&](int32_t key, int32_t page) {
     const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
-    const size_t at = (size_t(page) * page_size + in_page) * token_stride + head_offset;
-    if constexpr (BF16) {
-      k = __ldg(reinterpret_cast<const uint4*>(p.kv.k_bf16() + at));
-      v = __ldg(reinterpret_cast<const uint4*>(p.kv.v_bf16() + at));
-    } else {
-      raw = load_kv8(p.kv, at, page, in_page, kv_head);
-    }
+    return (size_t(page) * page_size + in_page) * token_stride + head_offset;
   };
-  uint4 kr[U], vr[U];
-  // This lane's keys of the first iteration, all but the new one.
   const int32_t first_base = lo + warp * KPW;
+  // bf16: this thread's keys of the iteration at `base` into stage `stage`.
+  const auto stage_keys = [&](int32_t base, int stage, bool skip_new_key) {
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-    const int32_t key = first_base + slot_in_warp + u * STREAMS;
-    if constexpr (EARLY) {
-      kv8_raw unused;
-      if (pos >= 0 && split < splits && key < hi && key != pos) load(key, kr[u], vr[u], unused);
+    for (int u = 0; u < U; ++u) {
+      const int32_t key = base + slot_in_warp + u * STREAMS;
+      const bool valid = key < hi && !(skip_new_key && key == pos);
+      const size_t at = valid ? offset_of(key, page_of(key)) : 0;
+      cp_async_16(&smem.kv[(stage * U + u) * 2][threadIdx.x], p.kv.k_bf16() + at, valid);
+      cp_async_16(&smem.kv[(stage * U + u) * 2 + 1][threadIdx.x], p.kv.v_bf16() + at, valid);
     }
-  }
+    cp_async_commit();
+  };
+  if (BF16 && pos >= 0 && split < splits) stage_keys(first_base, 0, true);
   wait_for_previous_kernel();
 
   if (pos < 0) { // padding: zeros, so that the layers after it read finite values
@@ -134,24 +146,39 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
 
   // NOTE: the trip count is the same for every lane of a warp: the score
   // reduction shuffles across the whole warp.
-  for (int32_t base = first_base; base < hi; base += STREAMS * U) {
+  int stage = 0;
+  for (int32_t base = first_base; base < hi; base += STEP, stage ^= 1) {
     bool valid[U];
-    [[maybe_unused]] kv8_raw raw[U];
+    uint4 kr[U], vr[U];
+    if constexpr (BF16) {
+      stage_keys(base + STEP, stage ^ 1, false); // empty past the end: the group count stays uniform
+      cp_async_wait<1>();
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int32_t key = base + slot_in_warp + u * STREAMS;
-      valid[u] = key < hi;
-      if (EARLY && base == first_base && key != pos) continue; // loaded above
-      kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-      if (valid[u]) load(key, kr[u], vr[u], raw[u]);
-    }
-    if constexpr (!BF16) {
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (valid[u]) {
-          kr[u] = dequant8_bf16<F>(raw[u].k, raw[u].k_scale);
-          vr[u] = dequant8_bf16<F>(raw[u].v, raw[u].v_scale);
+      for (int u = 0; u < U; ++u) {
+        const int32_t key = base + slot_in_warp + u * STREAMS;
+        valid[u] = key < hi;
+        kr[u] = smem.kv[(stage * U + u) * 2][threadIdx.x];
+        vr[u] = smem.kv[(stage * U + u) * 2 + 1][threadIdx.x];
+        if (base == first_base && key == pos) { // left out of the early copies
+          const size_t at = offset_of(key, page_of(key));
+          kr[u] = *reinterpret_cast<const uint4*>(p.kv.k_bf16() + at);
+          vr[u] = *reinterpret_cast<const uint4*>(p.kv.v_bf16() + at);
         }
+      }
+    } else {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int32_t key = base + slot_in_warp + u * STREAMS;
+        valid[u] = key < hi;
+        kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+        if (valid[u]) {
+          const int32_t page = page_of(key);
+          const int32_t in_page = page_pow2 ? key & (page_size - 1) : key % page_size;
+          const kv8_raw raw = load_kv8(p.kv, offset_of(key, page), page, in_page, kv_head);
+          kr[u] = dequant8_bf16<F>(raw.k, raw.k_scale);
+          vr[u] = dequant8_bf16<F>(raw.v, raw.v_scale);
+        }
+      }
     }
     float s[U][G];
 #pragma unroll
@@ -186,15 +213,18 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
       }
     }
   }
+  if constexpr (BF16) cp_async_wait<0>(); // nothing in flight into the storage the merge reuses
+  __syncthreads();
 
   // Merge the block's streams.
+  auto& ms = smem.merge;
 #pragma unroll
   for (int h = 0; h < G; ++h) {
     if (sub == 0) {
-      m_s[stream][h] = m[h];
-      l_s[stream][h] = l[h];
+      ms.m[stream][h] = m[h];
+      ms.l[stream][h] = l[h];
     }
-    float4* a = reinterpret_cast<float4*>(&acc_s[stream][h][sub * 8]);
+    float4* a = reinterpret_cast<float4*>(&ms.acc[stream][h][sub * 8]);
     a[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
     a[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
   }
@@ -204,12 +234,12 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
   for (int i = threadIdx.x; i < g * D; i += decode_threads) {
     const int h = i / D, d = i % D;
     float top = no_score;
-    for (int s = 0; s < STREAMS; ++s) top = fmaxf(top, m_s[s][h]);
+    for (int s = 0; s < STREAMS; ++s) top = fmaxf(top, ms.m[s][h]);
     float sum_l = 0.0f, sum_a = 0.0f;
     for (int s = 0; s < STREAMS; ++s) {
-      const float w = exp2f(m_s[s][h] - top);
-      sum_l = fmaf(w, l_s[s][h], sum_l);
-      sum_a = fmaf(w, acc_s[s][h][d], sum_a);
+      const float w = exp2f(ms.m[s][h] - top);
+      sum_l = fmaf(w, ms.l[s][h], sum_l);
+      sum_a = fmaf(w, ms.acc[s][h][d], sum_a);
     }
     if (splits == 1) {
       p.out[(head0 + h) * D + d] = __float2bfloat16(sum_a / sum_l);
@@ -275,19 +305,10 @@ __global__ void __launch_bounds__(decode_threads) decode_attention_kernel(const 
 
 template <int D, kv_format F>
 void launch_for_format(const decode_attention_params& p, const dim3 grid, cudaStream_t stream) {
-  if constexpr (F == kv_format::bf16) {
-    if (p.max_splits > 1) {
-      const auto kernel = p.group <= 1   ? decode_attention_kernel<D, 1, F, true>
-                          : p.group <= 2 ? decode_attention_kernel<D, 2, F, true>
-                          : p.group <= 4 ? decode_attention_kernel<D, 4, F, true>
-                                         : decode_attention_kernel<D, 8, F, true>;
-      return launch_kernel(kernel, grid, decode_threads, 0, stream, p);
-    }
-  }
-  const auto kernel = p.group <= 1   ? decode_attention_kernel<D, 1, F, false>
-                      : p.group <= 2 ? decode_attention_kernel<D, 2, F, false>
-                      : p.group <= 4 ? decode_attention_kernel<D, 4, F, false>
-                                     : decode_attention_kernel<D, 8, F, false>;
+  const auto kernel = p.group <= 1   ? decode_attention_kernel<D, 1, F>
+                      : p.group <= 2 ? decode_attention_kernel<D, 2, F>
+                      : p.group <= 4 ? decode_attention_kernel<D, 4, F>
+                                     : decode_attention_kernel<D, 8, F>;
   launch_kernel(kernel, grid, decode_threads, 0, stream, p);
 }
 
