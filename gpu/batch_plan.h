@@ -63,10 +63,10 @@ struct batch_plan {
 // the pages positions [0, start_pos + tokens) need. `samples` is empty or has
 // one row per logits row. With a `release_window` (runtime/sliding_window.h)
 // the pages wholly behind it may be no_page. Up to `max_decode_rows` leading
-// one-token sequences become decode rows (0: every sequence is tiled). Throws kvactor::error for
-// invalid input: no new tokens, a negative start_pos, a token outside the
-// vocabulary, a page table too short or naming a page outside the cache, a
-// wrong number of samples.
+// one-token sequences become decode rows (0: every sequence is tiled).
+// Throws kvactor::error for invalid input: no new tokens, a negative
+// start_pos, a token outside the vocabulary, a page table too short or
+// naming a page outside the cache, a wrong number of samples.
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
                       batch_plan& plan, std::span<const sample_row> samples = {}, int32_t release_window = 0,
                       int32_t max_decode_rows = 0);
