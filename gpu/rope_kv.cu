@@ -1,5 +1,3 @@
-#include <algorithm>
-
 #include "gpu/cuda_check.h"
 #include "gpu/launch.cuh"
 #include "gpu/reduce.cuh"
