@@ -5,7 +5,7 @@
 #            included): every CPU test, in build-asan/
 #   thread   ThreadSanitizer: the tests that run threads (actors, the line
 #            server and the daemon, the threaded engine and CPU backend
-#            tests), in build-tsan/
+#            tests, the bridge to CAF), in build-tsan/
 # Both build without CUDA, at -O1 with debug info. A stage fails on a failed
 # test and on any sanitizer report, also one written by a child process
 # (the kvactord the daemon tests start): reports go to files, which are
@@ -20,14 +20,14 @@ stages=(${stages[*]})
 jobs="$(nproc)"
 
 # Tests that run threads, for ThreadSanitizer: every test of tests/actors and
-# tests/net, the fault tests of tests/hardening, and the runtime tests whose
-# engine or CPU backend runs a thread pool.
+# tests/net, the fault tests of tests/hardening, the runtime tests whose
+# engine or CPU backend runs a thread pool, and the bridge's own test.
 thread_tests() {
   local names=()
   for f in tests/actors/*_test.cpp tests/net/*_test.cpp tests/hardening/faults_test.cpp; do
     names+=("$(basename "$f" .cpp)")
   done
-  names+=(thread_pool_test cpu_backend_test engine_batching_test engine_determinism_test)
+  names+=(caf_bridge_test thread_pool_test cpu_backend_test engine_batching_test engine_determinism_test)
   echo "${names[@]}"
 }
 

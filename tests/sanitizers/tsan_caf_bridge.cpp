@@ -11,8 +11,9 @@
 // symbols come before the library's), tell TSan about the ordering they
 // carry (release on the sending side, acquire on the receiving side, on the
 // actor's or the object's address, as an instrumented CAF would), and call
-// the library's own function. Real races between actors, or between an
-// actor and another thread, remain visible.
+// the library's own function; the reference counts' releases do the
+// library's few lines themselves (see "last references"). Real races
+// between actors, or between an actor and another thread, remain visible.
 //
 // Each function keeps the library's symbol and calling convention: `this`
 // comes first; a by-value mailbox_element_ptr is passed by address; a
@@ -20,8 +21,11 @@
 #include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
+#include <caf/actor_control_block.hpp>
+#include <caf/ref_counted.hpp>
 #include <caf/scheduled_actor.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -48,10 +52,9 @@ void* next(const char* symbol) {
 #define SCHEDULED_RESUME "_ZN3caf15scheduled_actor6resumeEPNS_14execution_unitEm"
 // Worker threads resume an actor through its resumable base, 160 bytes into
 // a scheduled_actor in CAF 0.17.6. The offset is part of the symbol: with
-// another layout these two hooks go unused and the reports they remove come
+// another layout this hook goes unused and the reports it removes come
 // back, failing the stage rather than hiding anything.
 #define SCHEDULED_RESUME_THUNK "_ZThn160_N3caf15scheduled_actor6resumeEPNS_14execution_unitEm"
-#define SCHEDULED_RELEASE_THUNK "_ZThn160_N3caf15scheduled_actor26intrusive_ptr_release_implEv"
 constexpr long resumable_offset = 160;
 #define SCHEDULED_CONSUME "_ZN3caf15scheduled_actor7consumeERNS_15mailbox_elementE"
 #define BLOCKING_DEQUEUE "_ZN3caf14blocking_actor7dequeueEv"
@@ -61,6 +64,7 @@ constexpr long resumable_offset = 160;
 #define BLOCKING_CLEANUP "_ZN3caf14blocking_actor7cleanupEONS_5errorEPNS_14execution_unitE"
 #define REF_COUNTED_DEREF "_ZNK3caf11ref_counted5derefEv"
 #define ACTOR_RELEASE "_ZN3caf21intrusive_ptr_releaseEPNS_19actor_control_blockE"
+#define ACTOR_RELEASE_WEAK "_ZN3caf26intrusive_ptr_release_weakEPNS_19actor_control_blockE"
 
 // Sending: a message, or the actor itself to a scheduler thread.
 void scheduled_enqueue(void* self, void* element, void* unit) __asm__(SCHEDULED_ENQUEUE);
@@ -166,40 +170,52 @@ bool blocking_cleanup(void* self, void* reason, void* unit) {
 }
 
 // -- last references ------------------------------------------------------------------
-// Each drop releases; the thread that may destroy the object first acquires
-// what every earlier drop released.
+// Each drop releases; the thread that turns out to be last acquires what
+// every drop before it released, and only after its own decrement: one that
+// acquired before would miss a drop another thread made in between, and
+// report that thread's last uses as races with the delete. So these take
+// the library's place whole, as CAF 0.17.6 defines them.
 
-void ref_counted_deref(const void* self) __asm__(REF_COUNTED_DEREF);
-void ref_counted_deref(const void* self) {
-  __tsan_release(const_cast<void*>(self));
-  __tsan_acquire(const_cast<void*>(self));
-  static const auto original = reinterpret_cast<decltype(&ref_counted_deref)>(next(REF_COUNTED_DEREF));
-  original(self);
-}
+// ref_counted's count and deletion are protected; member pointers named
+// through a derived class reach them in any ref_counted.
+struct ref_counted_access : caf::ref_counted {
+  static constexpr auto count = &ref_counted_access::rc_;
+  static constexpr auto request_deletion = &ref_counted_access::request_deletion;
+};
 
-void scheduled_release_thunk(void* resumable) __asm__(SCHEDULED_RELEASE_THUNK);
-void scheduled_release_thunk(void* resumable) {
-  void* self = static_cast<char*>(resumable) - resumable_offset;
+// `this` is const in the library's signature; the count is mutable.
+void ref_counted_deref(caf::ref_counted* self) __asm__(REF_COUNTED_DEREF);
+void ref_counted_deref(caf::ref_counted* self) {
   __tsan_release(self);
-  __tsan_acquire(self);
-  // NOTE: handles drop their references through intrusive_ptr_release,
-  // which releases on the control block (actor_release below); the library
-  // calls its own intrusive_ptr_release from here, past that hook, so the
-  // thread that may destroy the actor acquires on the control block too.
-  auto* actor = static_cast<caf::abstract_actor*>(static_cast<caf::scheduled_actor*>(self));
-  __tsan_acquire(caf::actor_control_block::from(actor));
-  static const auto original =
-      reinterpret_cast<decltype(&scheduled_release_thunk)>(next(SCHEDULED_RELEASE_THUNK));
-  original(resumable);
+  auto& count = self->*ref_counted_access::count;
+  if (count == 1) {
+    __tsan_acquire(self);
+    (self->*ref_counted_access::request_deletion)(false);
+  } else if (count.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    __tsan_acquire(self);
+    (self->*ref_counted_access::request_deletion)(true);
+  }
 }
 
-void actor_release(void* block) __asm__(ACTOR_RELEASE);
-void actor_release(void* block) {
-  __tsan_release(block);
-  __tsan_acquire(block);
-  // The last drop destroys the actor here: what its messages released on
-  // the actor's own address comes first as well.
-  __tsan_acquire(static_cast<caf::actor_control_block*>(block)->get());
-  static const auto original = reinterpret_cast<decltype(&actor_release)>(next(ACTOR_RELEASE));
-  original(block);
+// An actor's control block counts strong references (the last one destroys
+// the actor) and weak ones (the last frees the block).
+void actor_release_weak(caf::actor_control_block* x) __asm__(ACTOR_RELEASE_WEAK);
+void actor_release_weak(caf::actor_control_block* x) {
+  __tsan_release(x);
+  if (x->weak_refs == 1 || x->weak_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    __tsan_acquire(x);
+    x->block_dtor(x);
+  }
+}
+
+void actor_release(caf::actor_control_block* x) __asm__(ACTOR_RELEASE);
+void actor_release(caf::actor_control_block* x) {
+  __tsan_release(x);
+  if (x->strong_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    __tsan_acquire(x);
+    // What its messages released on the actor's own address comes first too.
+    __tsan_acquire(x->get());
+    x->data_dtor(x->get());
+    actor_release_weak(x);
+  }
 }
