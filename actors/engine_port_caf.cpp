@@ -37,9 +37,10 @@ class timed_backend final : public backend {
   }
   bool accepts_released_pages() const override { return inner_->accepts_released_pages(); }
   bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
-                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens) override {
+                          std::span<const std::span<const int32_t>> histories, std::span<const uint64_t> counters,
+                          std::vector<int32_t>& tokens) override {
     const auto t0 = std::chrono::steady_clock::now();
-    if (!inner_->forward_and_sample(batch, params, counters, tokens)) return false;
+    if (!inner_->forward_and_sample(batch, params, histories, counters, tokens)) return false;
     on_step_(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return true;
   }

@@ -1,25 +1,23 @@
 #include "actors/executor_actor.h"
 
-#include <algorithm>
 #include <exception>
 
 namespace kvactor {
 
 namespace {
 
-// Runs `step` through the backend's own sampling; false when a row needs
-// its history or the backend cannot sample (nothing has run then).
+// Runs `step` through the backend's own sampling; false when the backend
+// cannot (nothing has run then).
 bool sample_on_backend(executor_state& st, const engine_step& step, std::vector<int32_t>& tokens) {
-  if (std::any_of(step.rows.begin(), step.rows.end(),
-                  [](const step_row& r) { return r.sampling.repetition_penalty != 1.0f; }))
-    return false;
   st.params.clear();
+  st.histories.clear();
   st.counters.clear();
   for (const step_row& r : step.rows) {
     st.params.push_back(r.sampling);
+    st.histories.push_back(r.history ? std::span<const int32_t>(*r.history) : std::span<const int32_t>());
     st.counters.push_back(r.counter);
   }
-  return st.device->model->forward_and_sample(step.batch, st.params, st.counters, tokens);
+  return st.device->model->forward_and_sample(step.batch, st.params, st.histories, st.counters, tokens);
 }
 
 } // namespace

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "actors/messages.h"
@@ -27,14 +28,14 @@ struct device_slot {
 struct executor_state {
   static inline const char* name = "kvactor.executor";
   std::shared_ptr<device_slot> device;
-  std::vector<float> logits;              // [rows, vocab], reused
-  std::vector<sampling_params> params;    // [rows], for sampling on the device
-  std::vector<uint64_t> counters;         // [rows]
+  std::vector<float> logits;                       // [rows, vocab], reused
+  std::vector<sampling_params> params;             // [rows], for sampling on the device
+  std::vector<std::span<const int32_t>> histories; // [rows], empty without a repetition penalty
+  std::vector<uint64_t> counters;                  // [rows]
 };
 
-// Steps whose rows need no history (no repetition penalty) are sampled by
-// the backend where it can (backend::forward_and_sample), others on the
-// host from the logits. A step that throws (bad input, device error) is
+// Steps are sampled by the backend where it can (backend::forward_and_sample),
+// else on the host from the logits. A step that throws (bad input, device error) is
 // answered with the error; the executor keeps serving.
 executor_actor::behavior_type executor(executor_actor::stateful_pointer<executor_state> self,
                                        std::shared_ptr<device_slot> device);

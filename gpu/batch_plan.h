@@ -27,13 +27,18 @@ namespace kvactor::gpu {
 // The sampling inputs of one logits row, as the sampling kernel reads them
 // (runtime/sampler.h's parameters; `uniform` is sample_uniform(seed, counter)).
 struct sample_row {
-  float temperature = 0.0f; // 0 = greedy
-  float top_p = 1.0f;       // 1 = off
-  int32_t top_k = 0;        // 0 = off
-  float min_p = 0.0f;       // 0 = off
-  double uniform = 0.0;     // in [0, 1)
+  float temperature = 0.0f;        // 0 = greedy
+  float top_p = 1.0f;              // 1 = off
+  int32_t top_k = 0;               // 0 = off
+  float min_p = 0.0f;              // 0 = off
+  double uniform = 0.0;            // in [0, 1)
+  float repetition_penalty = 1.0f; // 1 = off
+  // The row's distinct earlier tokens (runtime/sampler.h's distinct_tokens)
+  // in the sampling kernel's penalty list: [penalty_begin, + penalty_count).
+  int32_t penalty_begin = 0;
+  int32_t penalty_count = 0;
 };
-static_assert(sizeof(sample_row) == 24 && alignof(sample_row) == 8);
+static_assert(sizeof(sample_row) == 40 && alignof(sample_row) == 8);
 
 struct batch_plan {
   int32_t num_tokens = 0; // rows of the activations (padded in a decode plan)

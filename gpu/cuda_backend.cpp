@@ -23,9 +23,10 @@ void cuda_backend::forward(const forward_batch& batch, std::vector<float>& logit
 }
 
 bool cuda_backend::forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                                      std::span<const std::span<const int32_t>> histories,
                                       std::span<const uint64_t> counters, std::vector<int32_t>& tokens) {
   KVACTOR_CUDA_CHECK(cudaSetDevice(model_->device()));
-  executor_.forward_and_sample(batch, params, counters, tokens);
+  executor_.forward_and_sample(batch, params, histories, counters, tokens);
   return true;
 }
 

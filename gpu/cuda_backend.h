@@ -38,9 +38,10 @@ class cuda_backend final : public backend {
   // plan checks that no page it attends to was released.
   bool accepts_released_pages() const override { return true; }
   // cuda_executor::forward_and_sample: only token ids cross to the host.
-  // Always true; a row with a repetition penalty throws kvactor::error.
+  // Always true.
   bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
-                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens) override;
+                          std::span<const std::span<const int32_t>> histories, std::span<const uint64_t> counters,
+                          std::vector<int32_t>& tokens) override;
   // A cuda_backend over the same model on a new stream, with this one's
   // options and, when they use graphs, its decode graphs captured
   // (cuda_executor::capture_decode_graphs).

@@ -51,6 +51,10 @@ int32_t bucket_for(int32_t n) {
 
 enum class output { logits, tokens };
 
+// Room for the distinct earlier tokens of a step's rows with a repetition
+// penalty (256 KiB), so that the decode graphs captured at start keep it.
+constexpr size_t initial_penalty_tokens = size_t(1) << 16;
+
 } // namespace
 
 // ---- state --------------------------------------------------------------------
@@ -62,6 +66,8 @@ struct cuda_executor::state {
   void reserve_tokens(int64_t n);
   void reserve_rows(int64_t n);
   void reserve_decode_meta(size_t elems);
+  // Copies penalty_list to the device, ahead of the step on the stream.
+  void upload_penalty_list();
 
   // Plans `batch`: a decode plan where it can, else a general one.
   void build(const forward_batch& batch, std::span<const gpu::sample_row> rows);
@@ -89,6 +95,12 @@ struct cuda_executor::state {
 
   gpu::batch_plan plan;
   std::vector<gpu::sample_row> samples;
+  // The distinct earlier tokens of the rows with a repetition penalty, each
+  // row's at its sample_row's penalty_begin. Growing the device copy drops
+  // the graphs, which hold its pointer.
+  std::vector<int32_t> penalty_list;
+  pinned_buffer<int32_t> penalty_host;
+  device_buffer<int32_t> penalty_tokens;
   pinned_buffer<int32_t> meta_host;   // [plan.data.size()] at least
   device_buffer<int32_t> meta;        // general plans
   device_buffer<int32_t> decode_meta; // decode plans: fixed offsets, graphs read it
@@ -177,6 +189,8 @@ cuda_executor::state::state(std::shared_ptr<cuda_model> m, cudaStream_t s, cuda_
   }
   reserve_tokens(std::max<int64_t>(options.max_batch_tokens, max_decode_rows));
   reserve_rows(std::max<int64_t>(max_decode_rows, 1));
+  penalty_tokens = device_buffer<int32_t>(initial_penalty_tokens);
+  penalty_host = pinned_buffer<int32_t>(initial_penalty_tokens);
   KVACTOR_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
@@ -221,6 +235,19 @@ void cuda_executor::state::reserve_decode_meta(size_t elems) {
   if (elems <= decode_meta.size()) return;
   graphs.clear();
   decode_meta = device_buffer<int32_t>(std::max(elems, 2 * decode_meta.size()));
+}
+
+void cuda_executor::state::upload_penalty_list() {
+  const size_t n = penalty_list.size();
+  if (n == 0) return;
+  if (n > penalty_tokens.size()) {
+    graphs.clear();
+    penalty_tokens = device_buffer<int32_t>(std::max(n, 2 * penalty_tokens.size()));
+    penalty_host = pinned_buffer<int32_t>(penalty_tokens.size());
+  }
+  std::copy(penalty_list.begin(), penalty_list.end(), penalty_host.get());
+  KVACTOR_CUDA_CHECK(
+      cudaMemcpyAsync(penalty_tokens.get(), penalty_host.get(), n * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
 }
 
 // ---- one step ---------------------------------------------------------------
@@ -372,8 +399,8 @@ void cuda_executor::state::launch_step(output out, const int32_t* meta) {
                            final_normed.get(), p.num_logits, c.hidden_size, c.rms_norm_eps, stream);
   linear(final_normed.get(), w.lm_head_matrix(), logits.get(), true, p.num_logits, c.vocab_size, c.hidden_size);
   if (out == output::tokens)
-    gpu::launch_sample(logits.get(), reinterpret_cast<const gpu::sample_row*>(meta + p.sample_rows), tokens.get(),
-                       nullptr, p.num_logits, c.vocab_size, stream);
+    gpu::launch_sample(logits.get(), reinterpret_cast<const gpu::sample_row*>(meta + p.sample_rows),
+                       penalty_tokens.get(), tokens.get(), nullptr, p.num_logits, c.vocab_size, stream);
 }
 
 void cuda_executor::state::build(const forward_batch& batch, std::span<const gpu::sample_row> rows) {
@@ -447,7 +474,7 @@ void cuda_executor::capture_decode_graphs() {
     for (int32_t r = 0; r < seqs; ++r) batch.seqs.push_back({{0}, 0, {pages > 0 ? r % pages : 0}, true});
     params.assign(size_t(seqs), greedy);
     counters.assign(size_t(seqs), 0);
-    forward_and_sample(batch, params, counters, tokens);
+    forward_and_sample(batch, params, {}, counters, tokens);
   }
 }
 
@@ -467,25 +494,37 @@ void cuda_executor::forward(const forward_batch& batch, std::vector<float>& logi
 }
 
 void cuda_executor::forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                                       std::span<const std::span<const int32_t>> histories,
                                        std::span<const uint64_t> counters, std::vector<int32_t>& tokens) {
   state& s = *state_;
   const model_config& c = s.config;
   const size_t rows = size_t(batch.num_logits());
-  if (params.size() != rows || counters.size() != rows)
-    throw error("forward_and_sample: " + std::to_string(params.size()) + " sampling params and " +
-                std::to_string(counters.size()) + " counters for " + std::to_string(rows) + " logits rows");
+  if (params.size() != rows || counters.size() != rows || (!histories.empty() && histories.size() != rows))
+    throw error("forward_and_sample: " + std::to_string(params.size()) + " sampling params, " +
+                std::to_string(histories.size()) + " histories and " + std::to_string(counters.size()) +
+                " counters for " + std::to_string(rows) + " logits rows");
   s.samples.resize(rows);
+  s.penalty_list.clear();
   for (size_t i = 0; i < rows; ++i) {
     const sampling_params& p = params[i];
-    if (p.temperature < 0)
-      throw error("forward_and_sample: row " + std::to_string(i) + ": temperature must be >= 0");
-    if (p.repetition_penalty != 1.0f)
-      throw error("forward_and_sample: row " + std::to_string(i) +
-                  ": the repetition penalty is applied on the host; use forward()");
+    const auto problem = [&](const std::string& what) {
+      return error("forward_and_sample: row " + std::to_string(i) + ": " + what);
+    };
+    if (p.temperature < 0) throw problem("temperature must be >= 0");
+    if (p.repetition_penalty <= 0) throw problem("repetition_penalty must be > 0");
     const bool top_k = p.top_k > 0 && p.top_k < c.vocab_size;
-    s.samples[i] = {p.temperature, p.top_p, top_k ? p.top_k : 0, p.min_p, sample_uniform(p.seed, counters[i])};
+    gpu::sample_row& r = s.samples[i];
+    r = {p.temperature, p.top_p, top_k ? p.top_k : 0, p.min_p, sample_uniform(p.seed, counters[i])};
+    if (p.repetition_penalty != 1.0f && !histories.empty()) {
+      const std::vector<int32_t> seen = distinct_tokens(histories[i], c.vocab_size);
+      r.repetition_penalty = p.repetition_penalty;
+      r.penalty_begin = int32_t(s.penalty_list.size());
+      r.penalty_count = int32_t(seen.size());
+      s.penalty_list.insert(s.penalty_list.end(), seen.begin(), seen.end());
+    }
   }
   s.build(batch, s.samples);
+  s.upload_penalty_list();
   tokens.resize(rows);
   if (s.plan.num_tokens == 0) return;
   s.run(output::tokens);

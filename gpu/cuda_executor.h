@@ -58,11 +58,12 @@ class cuda_executor {
 
   // One token per sequence that wants logits, in order, chosen on the device
   // as sample_token (runtime/sampler.h) chooses from forward()'s logits with
-  // params[i] and counters[i]; only the tokens cross to the host. The
-  // repetition penalty needs the history: a row with one throws
-  // kvactor::error (use forward()).
+  // params[i], histories[i] (none when `histories` is empty) and
+  // counters[i]; only the tokens cross to the host, and the distinct tokens
+  // of the histories of rows with a repetition penalty to the device.
   void forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
-                          std::span<const uint64_t> counters, std::vector<int32_t>& tokens);
+                          std::span<const std::span<const int32_t>> histories, std::span<const uint64_t> counters,
+                          std::vector<int32_t>& tokens);
 
   // Runs and captures the decode step of every bucket, sampling on the
   // device, so that serving never waits for a capture (and the graphs'

@@ -349,7 +349,8 @@ __device__ sample_cutoff min_p_cutoff(const candidates& c, float min_p, double* 
 }
 
 __global__ void __launch_bounds__(sample_threads)
-    sample_kernel(float* logits, const sample_row* rows, int32_t* tokens, sample_cutoff* cutoffs, int32_t vocab) {
+    sample_kernel(float* logits, const sample_row* rows, const int32_t* penalty_tokens, int32_t* tokens,
+                  sample_cutoff* cutoffs, int32_t vocab) {
   extern __shared__ double segment[]; // [ceil(vocab / 32)] for find_crossing
   __shared__ scratch s;
   launch_next_kernel();
@@ -357,6 +358,15 @@ __global__ void __launch_bounds__(sample_threads)
   const int32_t row = blockIdx.x;
   float* l = logits + size_t(row) * vocab;
   const sample_row p = rows[row];
+  if (p.repetition_penalty != 1.0f) {
+    // The tokens are distinct, so each logit changes once, by one thread.
+    const int32_t* seen = penalty_tokens + p.penalty_begin;
+    for (int32_t i = threadIdx.x; i < p.penalty_count; i += sample_threads) {
+      float& x = l[seen[i]];
+      x = x > 0.0f ? __fdiv_rn(x, p.repetition_penalty) : __fmul_rn(x, p.repetition_penalty);
+    }
+    __syncthreads();
+  }
   float max_logit = 0.0f;
   const int32_t best = block_argmax(l, vocab, max_logit, s);
   if (p.temperature == 0.0f) {
@@ -421,11 +431,11 @@ void init_sampling(int32_t vocab) {
                                           int(sample_smem_bytes(vocab))));
 }
 
-void launch_sample(float* logits, const sample_row* rows, int32_t* tokens, sample_cutoff* cutoffs,
-                   int32_t num_rows, int32_t vocab, cudaStream_t stream) {
+void launch_sample(float* logits, const sample_row* rows, const int32_t* penalty_tokens, int32_t* tokens,
+                   sample_cutoff* cutoffs, int32_t num_rows, int32_t vocab, cudaStream_t stream) {
   if (num_rows == 0) return;
-  launch_kernel(sample_kernel, num_rows, sample_threads, sample_smem_bytes(vocab), stream, logits, rows, tokens,
-                cutoffs, vocab);
+  launch_kernel(sample_kernel, num_rows, sample_threads, sample_smem_bytes(vocab), stream, logits, rows,
+                penalty_tokens, tokens, cutoffs, vocab);
 }
 
 } // namespace kvactor::gpu

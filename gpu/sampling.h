@@ -1,13 +1,14 @@
 #pragma once
 // Token choice on the GPU, one thread block per logits row, so that only
 // token ids cross to the host. It computes what runtime/sampler.cpp's
-// sample_token computes (without the repetition penalty, which needs the
-// request's history): greedy is the lowest index of the largest logit;
-// otherwise the logits are divided by the temperature, probabilities are
-// exp(double(l / T - max)), top-k, then top-p over what top-k kept, then
-// min-p each keep a prefix of the candidates ordered by probability (lower
-// index first among equals), and the row's uniform number picks by inverse
-// CDF over the kept candidates in index order.
+// sample_token computes: the repetition penalty first (over the distinct
+// tokens of the request's history, which the host lists); then greedy is
+// the lowest index of the largest logit; otherwise the logits are divided
+// by the temperature, probabilities are exp(double(l / T - max)), top-k,
+// then top-p over what top-k kept, then min-p each keep a prefix of the
+// candidates ordered by probability (lower index first among equals), and
+// the row's uniform number picks by inverse CDF over the kept candidates in
+// index order.
 //
 // Instead of sorting, each prefix is found by a radix descent over the order
 // key below, 4 bits a level, counting candidates (top-k) or summing their
@@ -55,10 +56,11 @@ void init_sampling(int32_t vocab);
 
 // NOTE: the rows of temperature > 0 are overwritten with their candidates'
 // order keys (the first pass writes them, the later ones read them).
-void launch_sample(float* logits,            // [num_rows, vocab]
-                   const sample_row* rows,   // [num_rows]
-                   int32_t* tokens,          // [num_rows]
-                   sample_cutoff* cutoffs,   // [num_rows] or null
+void launch_sample(float* logits,                  // [num_rows, vocab]
+                   const sample_row* rows,         // [num_rows]
+                   const int32_t* penalty_tokens,  // the rows' penalty lists; read only for a penalty != 1
+                   int32_t* tokens,                // [num_rows]
+                   sample_cutoff* cutoffs,         // [num_rows] or null
                    int32_t num_rows, int32_t vocab, cudaStream_t stream);
 
 } // namespace kvactor::gpu

@@ -30,10 +30,11 @@ class backend {
   // Runs one step and picks the next token of each sequence that wants
   // logits where the logits are, so that only token ids leave the device:
   // row i as sample_token() (sampler.h) picks from forward()'s logits with
-  // params[i], counters[i] and no history (so no repetition penalty).
-  // Returns false, having done nothing, when the backend cannot (the
-  // default); the caller then samples forward()'s logits itself.
+  // params[i], histories[i] and counters[i]. `histories` may be empty: no
+  // row has one. Returns false, having done nothing, when the backend
+  // cannot (the default); the caller then samples forward()'s logits itself.
   virtual bool forward_and_sample(const forward_batch& /*batch*/, std::span<const sampling_params> /*params*/,
+                                  std::span<const std::span<const int32_t>> /*histories*/,
                                   std::span<const uint64_t> /*counters*/, std::vector<int32_t>& /*tokens*/) {
     return false;
   }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numeric>
 #include <string>
-#include <unordered_set>
 
 #include "runtime/error.h"
 
@@ -28,15 +27,9 @@ int32_t argmax(std::span<const float> logits) {
 }
 
 // HF's RepetitionPenaltyLogitsProcessor: each distinct token seen once.
-void apply_repetition_penalty(std::span<float> logits, float penalty,
-                              std::span<const int32_t> history) {
-  std::unordered_set<int32_t> seen;
-  for (int32_t t : history) {
-    if (t < 0 || size_t(t) >= logits.size())
-      throw error("sample_token: history token " + std::to_string(t) + " is outside the vocabulary of " +
-                  std::to_string(logits.size()));
-    if (!seen.insert(t).second) continue;
-    float& l = logits[t];
+void apply_repetition_penalty(std::span<float> logits, float penalty, std::span<const int32_t> history) {
+  for (int32_t t : distinct_tokens(history, int32_t(logits.size()))) {
+    float& l = logits[size_t(t)];
     l = l > 0 ? l / penalty : l * penalty;
   }
 }
@@ -46,6 +39,20 @@ void apply_repetition_penalty(std::span<float> logits, float penalty,
 double sample_uniform(uint64_t seed, uint64_t counter) {
   uint64_t h = splitmix64(splitmix64(seed) ^ counter);
   return double(h >> 11) * 0x1.0p-53;
+}
+
+std::vector<int32_t> distinct_tokens(std::span<const int32_t> history, int32_t vocab) {
+  std::vector<bool> seen(size_t(std::max(vocab, 0)));
+  std::vector<int32_t> distinct;
+  for (int32_t t : history) {
+    if (t < 0 || t >= vocab)
+      throw error("history token " + std::to_string(t) + " is outside the vocabulary of " +
+                  std::to_string(vocab));
+    if (seen[size_t(t)]) continue;
+    seen[size_t(t)] = true;
+    distinct.push_back(t);
+  }
+  return distinct;
 }
 
 int32_t sample_token(std::span<float> logits, const sampling_params& p,

@@ -20,6 +20,11 @@ struct sampling_params {
 // A uniform number in [0, 1) from (seed, counter); the same on every backend.
 double sample_uniform(uint64_t seed, uint64_t counter);
 
+// The distinct tokens of `history` in first-seen order: the logits the
+// repetition penalty changes, each once. Throws kvactor::error on a token
+// outside [0, vocab).
+std::vector<int32_t> distinct_tokens(std::span<const int32_t> history, int32_t vocab);
+
 // Picks a token. `history` is the request's prompt and output so far (for the
 // repetition penalty); `counter` is the index of the token being produced.
 // `logits` is modified in place (penalty, temperature).

@@ -173,9 +173,17 @@ void prefill(bench_setup& b, cuda_executor& ex, int32_t prompt, int32_t chunk, c
   record(name + "_model_TFLOPs", flops / t / 1e12);
 }
 
+// How a decode step's tokens are chosen.
+enum class pick {
+  device,         // forward_and_sample
+  logits,         // forward: the logits to the host, nothing sampled
+  device_penalty, // forward_and_sample, every row with a repetition penalty over its context
+  host_penalty,   // the same rows sampled on the host from forward's logits (the engine's way before)
+};
+
 // `steps` decode steps of `seqs` sequences from context `context`; returns
 // ms per step. Sequence s uses pages from s * pages_each.
-double decode(bench_setup& b, cuda_executor& ex, int32_t seqs, int32_t context, int32_t steps, bool sample,
+double decode(bench_setup& b, cuda_executor& ex, int32_t seqs, int32_t context, int32_t steps, pick how,
               int32_t pages_each) {
   forward_batch f;
   for (int32_t s = 0; s < seqs; ++s)
@@ -192,16 +200,40 @@ double decode(bench_setup& b, cuda_executor& ex, int32_t seqs, int32_t context, 
       default: params[size_t(s)].top_p = 0.9f; break;
     }
   }
+  const bool penalty = how == pick::device_penalty || how == pick::host_penalty;
+  std::vector<std::vector<int32_t>> history(static_cast<size_t>(seqs));
+  std::vector<std::span<const int32_t>> histories;
+  if (penalty) {
+    for (int32_t s = 0; s < seqs; ++s) {
+      params[size_t(s)].repetition_penalty = 1.1f;
+      history[size_t(s)] = random_tokens(size_t(context), b.vocab(), b.rng);
+      history[size_t(s)].reserve(size_t(context + steps + 3));
+    }
+  }
   std::vector<float> logits;
   std::vector<int32_t> tokens;
+  const int32_t vocab = b.vocab();
   const auto step = [&](int32_t i) {
     for (auto& q : f.seqs) q.start_pos = context + i;
     for (auto& c : counters) c = uint64_t(i);
-    if (sample) {
-      ex.forward_and_sample(f, params, counters, tokens);
-      for (int32_t s = 0; s < seqs; ++s) f.seqs[size_t(s)].tokens[0] = tokens[size_t(s)];
-    } else {
+    if (how == pick::logits) {
       ex.forward(f, logits);
+      return;
+    }
+    histories.clear();
+    for (int32_t s = 0; s < seqs && penalty; ++s) histories.emplace_back(history[size_t(s)]);
+    if (how == pick::host_penalty) {
+      ex.forward(f, logits);
+      tokens.resize(size_t(seqs));
+      for (int32_t s = 0; s < seqs; ++s)
+        tokens[size_t(s)] = sample_token(std::span<float>(logits).subspan(size_t(s) * vocab, size_t(vocab)),
+                                         params[size_t(s)], histories[size_t(s)], counters[size_t(s)]);
+    } else {
+      ex.forward_and_sample(f, params, histories, counters, tokens);
+    }
+    for (int32_t s = 0; s < seqs; ++s) {
+      f.seqs[size_t(s)].tokens[0] = tokens[size_t(s)];
+      if (penalty) history[size_t(s)].push_back(tokens[size_t(s)]);
     }
   };
   for (int32_t i = 0; i < 3; ++i) step(i); // the first captures the graph
@@ -478,7 +510,7 @@ void sampling(bench_setup& b, cudaStream_t stream) {
   const double copy_ms = time_ms(stream, 2, 10, [&](int) { restore(); });
   const double ms = time_ms(stream, 2, 10, [&](int) {
     restore();
-    gpu::launch_sample(logits.get(), d_rows.get(), tokens.get(), nullptr, rows, vocab, stream);
+    gpu::launch_sample(logits.get(), d_rows.get(), nullptr, tokens.get(), nullptr, rows, vocab, stream);
   });
   record("sample_b256_mixed_us", (ms - copy_ms) * 1e3);
 }
@@ -554,8 +586,8 @@ int main(int argc, char** argv) try {
 
   cuda_executor ex(b.model, stream.get());
   if (decode_only) {
-    record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, true, 1024 / b.page_size + 10));
-    record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, true, pages_each));
+    record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, pick::device, 1024 / b.page_size + 10));
+    record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, pick::device, pages_each));
     if (!json_path.empty()) std::ofstream(json_path) << json::serialize(results) << "\n";
     return 0;
   }
@@ -575,13 +607,17 @@ int main(int argc, char** argv) try {
   prefill(b, tuned, prompt, 2048, "prefill_8192_tuned");
   prefill(b, ex, prompt, 2048, "prefill_8192");
   std::printf("decode\n");
-  record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, true, 1024 / b.page_size + 10));
-  record("decode_b1_ctx1024_logits_ms", decode(b, ex, 1, 1024, 64, false, 1024 / b.page_size + 10));
-  record("decode_b1_ctx1024_eager_ms", decode(b, eager, 1, 1024, 32, true, 1024 / b.page_size + 10));
-  record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, true, pages_each));
-  record("decode_b256_ctx640_greedy_ms", decode(b, ex, big_batch, decode_context, 16, false, pages_each));
-  record("decode_b256_ctx640_tuned_ms", decode(b, tuned, big_batch, decode_context, decode_steps, true, pages_each));
-  record("decode_b32_ctx1024_ms", decode(b, ex, 32, 1024, 32, true, 1024 / b.page_size + 10));
+  record("decode_b1_ctx1024_ms", decode(b, ex, 1, 1024, 128, pick::device, 1024 / b.page_size + 10));
+  record("decode_b1_ctx1024_logits_ms", decode(b, ex, 1, 1024, 64, pick::logits, 1024 / b.page_size + 10));
+  record("decode_b1_ctx1024_eager_ms", decode(b, eager, 1, 1024, 32, pick::device, 1024 / b.page_size + 10));
+  record("decode_b256_ctx640_ms", decode(b, ex, big_batch, decode_context, decode_steps, pick::device, pages_each));
+  record("decode_b256_ctx640_greedy_ms", decode(b, ex, big_batch, decode_context, 16, pick::logits, pages_each));
+  record("decode_b256_ctx640_penalty_ms",
+         decode(b, ex, big_batch, decode_context, 16, pick::device_penalty, pages_each));
+  record("decode_b256_ctx640_penalty_host_ms",
+         decode(b, ex, big_batch, decode_context, 4, pick::host_penalty, pages_each));
+  record("decode_b256_ctx640_tuned_ms", decode(b, tuned, big_batch, decode_context, decode_steps, pick::device, pages_each));
+  record("decode_b32_ctx1024_ms", decode(b, ex, 32, 1024, 32, pick::device, 1024 / b.page_size + 10));
   projections(b, stream.get());
   pointwise(b, stream.get());
   sampling(b, stream.get());
@@ -618,6 +654,9 @@ int main(int argc, char** argv) try {
               ratio(b256_hf, b256).c_str(), b256_floor, 100 * b256_floor / b256);
   std::printf("%-36s %12.2f %12s %9s\n", "decode b256 ctx640 tok/s", 1e3 * big_batch / b256,
               b256_hf > 0 ? fmt("%.0f", 1e3 * big_batch / b256_hf).c_str() : "-", ratio(b256_hf, b256).c_str());
+  std::printf("%-36s %12.2f %12s %9s  sampled on the host from the logits: %.2f ms\n",
+              "decode b256 + repetition penalty, ms", number(results, "decode_b256_ctx640_penalty_ms"), "-", "",
+              number(results, "decode_b256_ctx640_penalty_host_ms"));
   std::printf("%-36s %12.2f %12s\n", "decode b1 eager (no graph), ms", number(results, "decode_b1_ctx1024_eager_ms"),
               number(hf, "decode_b1_ctx1024_ms") > 0 ? fmt("%.2f", number(hf, "decode_b1_ctx1024_ms")).c_str() : "-");
   if (!json_path.empty()) {

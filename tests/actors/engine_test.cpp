@@ -4,10 +4,12 @@
 // bounded.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <span>
 
 #include "kvactor/engine.h"
 #include "runtime/cpu_backend.h"
@@ -335,6 +337,59 @@ TEST_CASE("an executor failure ends its step's requests with internal and the en
   std::lock_guard lock(f.collected->m);
   CHECK(f.collected->tokens[later] == reference(requests[7]));
   MESSAGE("the failed step ended ", failed, " of 6 requests with `internal`; a later request completed");
+}
+
+namespace {
+
+// Samples where the logits are, as a device backend does: forward, then
+// sample_token with each row's history. Counts the rows that had one.
+class sampling_backend final : public backend {
+ public:
+  sampling_backend(std::shared_ptr<backend> inner, std::shared_ptr<std::atomic<int32_t>> rows_with_history)
+      : inner_(std::move(inner)), rows_with_history_(std::move(rows_with_history)) {}
+  const model_config& config() const override { return inner_->config(); }
+  const kv_layout& layout() const override { return inner_->layout(); }
+  void forward(const forward_batch& batch, std::vector<float>& logits) override { inner_->forward(batch, logits); }
+  bool forward_and_sample(const forward_batch& batch, std::span<const sampling_params> params,
+                          std::span<const std::span<const int32_t>> histories, std::span<const uint64_t> counters,
+                          std::vector<int32_t>& tokens) override {
+    inner_->forward(batch, logits_);
+    const size_t vocab = size_t(config().vocab_size);
+    tokens.clear();
+    for (size_t r = 0; r < params.size(); ++r) {
+      const std::span<const int32_t> history = histories.empty() ? std::span<const int32_t>() : histories[r];
+      *rows_with_history_ += history.empty() ? 0 : 1;
+      tokens.push_back(sample_token(std::span(logits_).subspan(r * vocab, vocab), params[r], history, counters[r]));
+    }
+    return true;
+  }
+
+ private:
+  std::shared_ptr<backend> inner_;
+  std::shared_ptr<std::atomic<int32_t>> rows_with_history_;
+  std::vector<float> logits_;
+};
+
+} // namespace
+
+TEST_CASE("a backend that samples gets the history of each row with a repetition penalty") {
+  auto rows_with_history = std::make_shared<std::atomic<int32_t>>(0);
+  backend_factory make = [rows_with_history](const loaded_model& m, int32_t num_pages, const engine_config& c) {
+    return std::make_shared<sampling_backend>(cpu_backend_factory()(m, num_pages, c), rows_with_history);
+  };
+  engine_fixture f(engine_fixture::small_config(), make);
+  auto requests = sixteen_requests();
+  requests.resize(8);
+  for (size_t i = 0; i < requests.size(); i += 2) requests[i].sampling.repetition_penalty = 1.3f;
+  std::vector<uint64_t> ids;
+  for (const auto& r : requests) ids.push_back(f.generate(r));
+  REQUIRE(f.collected->wait_finished(ids));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    CHECK(f.collected->result(ids[i]).error == error_code::none);
+    std::lock_guard lock(f.collected->m);
+    CHECK_MESSAGE(f.collected->tokens[ids[i]] == reference(requests[i]), "request ", i);
+  }
+  CHECK(*rows_with_history > 0);
 }
 
 TEST_CASE("a system prompt is pinned once computed and later requests reuse it") {

@@ -121,17 +121,21 @@ TEST_CASE("sampling rows follow the arrays, 8-byte aligned, one per logits row")
   batch.seqs.push_back({{5, 6, 7}, 0, {1}, true});
   batch.seqs.push_back({{8}, 4, {2, 3}, false});
   batch.seqs.push_back({{9}, 0, {4}, true});
-  const std::vector<sample_row> rows{{0.5f, 0.9f, 40, 0.1f, 0.25}, {0.0f, 1.0f, 0, 0.0f, 0.75}};
+  const std::vector<sample_row> rows{{0.5f, 0.9f, 40, 0.1f, 0.25, 1.3f, 7, 3}, {0.0f, 1.0f, 0, 0.0f, 0.75}};
   batch_plan p;
   build_batch_plan(batch, 100, layout, 2, p, rows);
   CHECK(p.sample_rows % 2 == 0);
   CHECK(p.sample_rows >= p.tile_first + size_t(p.num_tiles));
-  REQUIRE(p.data.size() == p.sample_rows + 12);
+  REQUIRE(p.data.size() == p.sample_rows + 2 * sizeof(sample_row) / sizeof(int32_t));
   sample_row got[2];
   std::memcpy(static_cast<void*>(got), p.data.data() + p.sample_rows, sizeof got);
   CHECK(got[0].top_k == 40);
   CHECK(got[0].uniform == 0.25);
+  CHECK(got[0].repetition_penalty == 1.3f);
+  CHECK(got[0].penalty_begin == 7);
+  CHECK(got[0].penalty_count == 3);
   CHECK(got[1].uniform == 0.75);
+  CHECK(got[1].repetition_penalty == 1.0f);
   CHECK_THROWS_WITH_AS(build_batch_plan(batch, 100, layout, 2, p, {rows.data(), 1}),
                        doctest::Contains("1 sampling rows for 2 logits rows"), error);
 }

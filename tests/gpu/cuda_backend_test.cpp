@@ -470,20 +470,29 @@ TEST_CASE("invalid input throws a clear error") {
   CHECK_THROWS_WITH_AS(run({1}, 0, {4}), doctest::Contains("page id 4"), error);
   CHECK_THROWS_WITH_AS(run({}, 0, {0}), doctest::Contains("no new tokens"), error);
   CHECK_THROWS_WITH_AS(run({1}, -1, {0}), doctest::Contains("negative start_pos"), error);
-  // Sampling on the device: one params and counter per logits row; no
-  // repetition penalty (it needs the history).
+  // Sampling on the device: one params, history (or none at all) and
+  // counter per logits row; history tokens in the vocabulary.
   forward_batch one;
   one.seqs.push_back({{1}, 0, {0}, true});
   std::vector<int32_t> tokens;
   const std::vector<uint64_t> counter{0};
-  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {}, counter, tokens), doctest::Contains("0 sampling params"), error);
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {}, {}, counter, tokens), doctest::Contains("0 sampling params"),
+                       error);
   sampling_params penalty;
   penalty.repetition_penalty = 1.2f;
-  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&penalty, 1}, counter, tokens),
-                       doctest::Contains("repetition penalty"), error);
+  const std::vector<int32_t> outside{3, 512};
+  const std::vector<std::span<const int32_t>> two{outside, outside};
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&penalty, 1}, two, counter, tokens),
+                       doctest::Contains("2 histories"), error);
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&penalty, 1}, {two.data(), 1}, counter, tokens),
+                       doctest::Contains("history token 512"), error);
+  sampling_params zero = penalty;
+  zero.repetition_penalty = 0.0f;
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&zero, 1}, {}, counter, tokens),
+                       doctest::Contains("repetition_penalty must be > 0"), error);
   sampling_params negative;
   negative.temperature = -1.0f;
-  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&negative, 1}, counter, tokens),
+  CHECK_THROWS_WITH_AS(b->forward_and_sample(one, {&negative, 1}, {}, counter, tokens),
                        doctest::Contains("temperature must be >= 0"), error);
   // The backend still works after refusing a batch.
   const auto ok = step(*b, {1, 2, 3}, 0, {0});
@@ -552,7 +561,7 @@ TEST_CASE("decode steps replayed from CUDA graphs equal the same steps run eager
   }
 }
 
-TEST_CASE("forward_and_sample picks the token sample_token picks from forward's logits") {
+TEST_CASE("forward_and_sample picks the token sample_token picks from forward's logits, penalized or not") {
   const uint32_t seed = fresh_seed();
   CAPTURE(seed);
   const loaded_model m = make_dummy_model(dummy_config(0), seed);
@@ -562,39 +571,57 @@ TEST_CASE("forward_and_sample picks the token sample_token picks from forward's 
   const std::vector<sampling_params> kinds{{0.0f, 1.0f, 0, 0.0f},  {0.8f, 1.0f, 20, 0.0f}, {1.2f, 0.9f, 0, 0.05f},
                                            {1.0f, 1.0f, 0, 0.0f},  {0.7f, 0.8f, 50, 0.02f}};
   std::vector<int32_t> length{30, 17, 64, 5, 90};
-  for (int32_t s = 0; s < 5; ++s) prefill(b, random_tokens(length[size_t(s)], vocab, rng), 32, iota_pages(8, 8 * s));
-  int32_t equal = 0, total = 0;
-  // Decode steps (graphs) and a mixed step with a prefill chunk (general plan).
+  std::vector<std::vector<int32_t>> history; // prompt and tokens so far
+  for (int32_t s = 0; s < 5; ++s) {
+    history.push_back(random_tokens(length[size_t(s)], vocab, rng));
+    prefill(b, history.back(), 32, iota_pages(8, 8 * s));
+  }
+  int32_t equal = 0, total = 0, penalized = 0, changed = 0;
+  // Decode steps (graphs) and a mixed step with a prefill chunk (general
+  // plan); every other row, each kind in turn, with a repetition penalty.
   for (int32_t round = 0; round < 4; ++round) {
     forward_batch batch;
     std::vector<sampling_params> params;
+    std::vector<std::span<const int32_t>> histories;
     std::vector<uint64_t> counters;
     for (int32_t s = 0; s < 5; ++s) {
       std::vector<int32_t> tokens{int32_t(rng() % vocab)};
       if (round == 3 && s == 1) tokens = random_tokens(9, vocab, rng);
       batch.seqs.push_back({tokens, length[size_t(s)], iota_pages(8, 8 * s), true});
       length[size_t(s)] += int32_t(tokens.size());
+      auto& h = history[size_t(s)];
+      h.insert(h.end(), tokens.begin(), tokens.end());
       sampling_params p = kinds[size_t(s + round) % kinds.size()];
       p.seed = rng();
+      if ((s + round) % 2 == 1) p.repetition_penalty = 3.0f;
       params.push_back(p);
+      histories.emplace_back(h);
       counters.push_back(uint64_t(round));
     }
     std::vector<float> logits;
     std::vector<int32_t> tokens;
     // Both write the same K/V into the same slots.
     b.forward(batch, logits);
-    b.forward_and_sample(batch, params, counters, tokens);
+    b.forward_and_sample(batch, params, histories, counters, tokens);
     REQUIRE(tokens.size() == 5);
     for (size_t r = 0; r < 5; ++r) {
       auto l = row(logits, r, size_t(vocab));
-      const int32_t want = sample_token(l, params[r], {}, counters[r]);
+      std::vector<float> plain(l.begin(), l.end());
+      const int32_t want = sample_token(l, params[r], histories[r], counters[r]);
       CHECK_MESSAGE(tokens[r] == want, "round " << round << " row " << r);
       equal += tokens[r] == want ? 1 : 0;
       ++total;
+      if (params[r].repetition_penalty == 1.0f) continue;
+      ++penalized;
+      sampling_params off = params[r];
+      off.repetition_penalty = 1.0f;
+      changed += sample_token(plain, off, {}, counters[r]) != want ? 1 : 0;
     }
   }
+  CHECK(changed > 0); // the penalty matters to these rows
   summary("forward_and_sample vs sample_token on forward's logits: " + std::to_string(equal) + "/" +
-          std::to_string(total) + " tokens equal");
+          std::to_string(total) + " tokens equal; the penalty changed " + std::to_string(changed) + " of " +
+          std::to_string(penalized) + " penalized rows' tokens");
 }
 
 // ---- 8-bit KV -----------------------------------------------------------------

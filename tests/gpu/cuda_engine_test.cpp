@@ -27,6 +27,7 @@
 #include "runtime/default_model.h"
 #include "runtime/error.h"
 #include "runtime/model_loader.h"
+#include "runtime/sampler.h"
 
 using namespace kvactor;
 using namespace std::chrono_literals;
@@ -177,15 +178,29 @@ std::vector<int32_t> pages_for(const cuda_backend& b, size_t tokens) {
   return pages;
 }
 
+// The repetition penalty over the prompt and output so far, by the rule
+// Hugging Face's RepetitionPenaltyLogitsProcessor follows.
+void penalize(std::vector<float>& logits, float penalty, const std::vector<int32_t>& prompt,
+              std::span<const int32_t> output) {
+  if (penalty == 1.0f) return;
+  std::vector<int32_t> history = prompt;
+  history.insert(history.end(), output.begin(), output.end());
+  for (int32_t t : distinct_tokens(history, int32_t(logits.size()))) {
+    float& l = logits[size_t(t)];
+    l = l > 0 ? l / penalty : l * penalty;
+  }
+}
+
 // Greedy decoding of one request alone on `b` (pages from 0): the whole
 // prompt in one step, then one token per step.
-reference_run greedy_alone(cuda_backend& b, const std::vector<int32_t>& prompt, int32_t max_tokens) {
+reference_run greedy_alone(cuda_backend& b, const std::vector<int32_t>& prompt, int32_t max_tokens, float penalty) {
   reference_run run;
   std::vector<float> logits;
   forward_batch batch;
   batch.seqs.push_back({prompt, 0, pages_for(b, prompt.size() + size_t(max_tokens)), true});
   for (int32_t i = 0; i < max_tokens; ++i) {
     b.forward(batch, logits);
+    penalize(logits, penalty, prompt, run.tokens);
     const auto best = std::max_element(logits.begin(), logits.end());
     run.tokens.push_back(int32_t(best - logits.begin()));
     run.margins.push_back(margin(logits));
@@ -215,7 +230,7 @@ size_t check_free_run(const std::string& what, const std::vector<int32_t>& got, 
 // same output (teacher forcing): each must be the pick alone, or within a
 // near tie of it. Returns how many were the pick alone.
 size_t check_teacher_forced(const std::string& what, cuda_backend& b, const std::vector<int32_t>& prompt,
-                            const std::vector<int32_t>& got) {
+                            float penalty, const std::vector<int32_t>& got) {
   CAPTURE(what);
   std::vector<float> logits;
   forward_batch batch;
@@ -223,6 +238,7 @@ size_t check_teacher_forced(const std::string& what, cuda_backend& b, const std:
   size_t equal = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     b.forward(batch, logits);
+    penalize(logits, penalty, prompt, std::span(got).first(i));
     REQUIRE((got[i] >= 0 && size_t(got[i]) < logits.size()));
     const float best = *std::max_element(logits.begin(), logits.end());
     const double behind = double(best) - logits[size_t(got[i])];
@@ -252,7 +268,8 @@ size_t resident_bytes() {
 
 } // namespace
 
-TEST_CASE("greedy requests through the actor engine on CUDA pick what cuda_backend picks for each alone, up to near ties") {
+TEST_CASE("greedy requests through the actor engine on CUDA pick what cuda_backend picks for each alone, up to near ties, "
+          "penalized or not") {
   const uint32_t seed = fresh_seed();
   CAPTURE(seed);
   std::mt19937 rng(seed);
@@ -273,16 +290,19 @@ TEST_CASE("greedy requests through the actor engine on CUDA pick what cuda_backe
     prompts.push_back(std::move(p));
   }
   const int32_t max_tokens = 40;
+  // Every third request has a repetition penalty, which the device applies.
+  const auto penalty = [](size_t i) { return i % 3 == 1 ? 1.3f : 1.0f; };
 
   auto alone = load_cuda_backend(default_model_dir(), 64, 16);
   std::vector<reference_run> want;
-  for (const auto& p : prompts) want.push_back(greedy_alone(*alone, p, max_tokens));
+  for (size_t i = 0; i < prompts.size(); ++i) want.push_back(greedy_alone(*alone, prompts[i], max_tokens, penalty(i)));
 
   std::vector<generate_request> requests;
-  for (const auto& p : prompts) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
     generate_request r;
-    r.prompt_tokens = p;
+    r.prompt_tokens = prompts[i];
     r.sampling.temperature = 0;
+    r.sampling.repetition_penalty = penalty(i);
     r.max_tokens = max_tokens;
     r.ignore_eos = true;
     requests.push_back(r);
@@ -311,7 +331,7 @@ TEST_CASE("greedy requests through the actor engine on CUDA pick what cuda_backe
       for (size_t i = 0; i < got.size(); ++i) {
         const std::string what = "request " + std::to_string(i) + " round " + std::to_string(round);
         free_run += check_free_run(what, got[i], want[i]);
-        forced += check_teacher_forced(what, *alone, prompts[i], got[i]);
+        forced += check_teacher_forced(what, *alone, prompts[i], penalty(i), got[i]);
         total += got[i].size();
       }
     }
@@ -422,7 +442,7 @@ TEST_CASE("dummy weights of a full shape are drawn on the device, with no host c
   std::vector<int32_t> tokens;
   const sampling_params greedy{0.0f};
   const uint64_t counter = 0;
-  CHECK(b->forward_and_sample(batch, {&greedy, 1}, {&counter, 1}, tokens));
+  CHECK(b->forward_and_sample(batch, {&greedy, 1}, {}, {&counter, 1}, tokens));
   CHECK(tokens.at(0) == int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin()));
   summary("dummy llama3-1b weights on the device: host memory grew by " + std::to_string(grown >> 20) + " MiB");
 }

@@ -138,7 +138,7 @@ TEST_CASE("the CUDA backend matches transformers on random bf16 weights of a ful
     batch.seqs = {{tokens, 0, pages, true}};
     for (int32_t i = 0; i < new_tokens; ++i) {
       const uint64_t counter = uint64_t(i);
-      REQUIRE(b->forward_and_sample(batch, {&greedy, 1}, {&counter, 1}, picked));
+      REQUIRE(b->forward_and_sample(batch, {&greedy, 1}, {}, {&counter, 1}, picked));
       got.push_back(picked.at(0));
       batch.seqs[0].start_pos += int32_t(batch.seqs[0].tokens.size());
       batch.seqs[0].tokens = {got.back()};

@@ -891,7 +891,7 @@ TEST_CASE("the qkv GEMV with RoPE and the K/V write fused matches the GEMV, then
           fixed(worst_kv));
 }
 
-TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candidates") {
+TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candidates, penalized or not") {
   const uint32_t seed = fresh_seed();
   CAPTURE(seed);
   std::mt19937 rng(seed);
@@ -905,7 +905,9 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
   std::vector<float> logits(size_t(rows) * vocab);
   std::vector<sampling_params> params;
   std::vector<uint64_t> counters;
+  std::vector<std::vector<int32_t>> histories(static_cast<size_t>(rows));
   std::vector<gpu::sample_row> device_rows;
+  std::vector<int32_t> penalty_list;
   std::normal_distribution<float> normal(0.0f, 3.0f);
   for (int32_t r = 0; r < rows; ++r) {
     // Every third row has coarse logits: many exact ties.
@@ -920,15 +922,31 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
     counters.push_back(uint64_t(r) * 7);
     device_rows.push_back({p.temperature, p.top_p, p.top_k > 0 && p.top_k < vocab ? p.top_k : 0, p.min_p,
                            sample_uniform(p.seed, counters.back())});
+    // Half the rows, every kind among them, have a repetition penalty (above
+    // or below 1) over a history with repeats that holds the row's likeliest
+    // token.
+    if ((r + r / int32_t(kinds.size())) % 2 == 0) continue;
+    params.back().repetition_penalty = r % 3 == 0 ? 0.8f : 1.3f;
+    auto& h = histories[size_t(r)];
+    const auto top = std::max_element(logits.begin() + ptrdiff_t(r) * vocab, logits.begin() + ptrdiff_t(r + 1) * vocab);
+    h.push_back(int32_t(top - (logits.begin() + ptrdiff_t(r) * vocab)));
+    for (int32_t i = 0; i < 1500 + r * 40; ++i) h.push_back(int32_t(rng() % 2000));
+    const auto seen = distinct_tokens(h, vocab);
+    device_rows.back().repetition_penalty = params.back().repetition_penalty;
+    device_rows.back().penalty_begin = int32_t(penalty_list.size());
+    device_rows.back().penalty_count = int32_t(seen.size());
+    penalty_list.insert(penalty_list.end(), seen.begin(), seen.end());
   }
   const auto d_logits = upload<float>(logits);
+  const auto d_penalty = upload<int32_t>(penalty_list);
   device_buffer<gpu::sample_row> d_rows(device_rows.size());
   KVACTOR_CUDA_CHECK(cudaMemcpy(d_rows.get(), device_rows.data(), device_rows.size() * sizeof(gpu::sample_row),
                                 cudaMemcpyHostToDevice));
   device_buffer<int32_t> d_tokens(static_cast<size_t>(rows));
   device_buffer<gpu::sample_cutoff> d_cutoffs(static_cast<size_t>(rows));
   gpu::init_sampling(vocab);
-  gpu::launch_sample(d_logits.get(), d_rows.get(), d_tokens.get(), d_cutoffs.get(), rows, vocab, nullptr);
+  gpu::launch_sample(d_logits.get(), d_rows.get(), d_penalty.get(), d_tokens.get(), d_cutoffs.get(), rows, vocab,
+                     nullptr);
   KVACTOR_CUDA_CHECK(cudaDeviceSynchronize());
   const auto tokens = download(d_tokens);
   const auto cutoffs = download(d_cutoffs);
@@ -940,7 +958,13 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
     const sampling_params& p = params[size_t(r)];
     std::vector<float> row(logits.begin() + ptrdiff_t(r) * vocab, logits.begin() + ptrdiff_t(r + 1) * vocab);
     std::vector<float> scratch = row;
-    const int32_t want = sample_token(scratch, p, {}, counters[size_t(r)]);
+    const auto& history = histories[size_t(r)];
+    const int32_t want = sample_token(scratch, p, history, counters[size_t(r)]);
+    // The candidates come from the penalized logits (HF's rule).
+    for (int32_t t : distinct_tokens(history, vocab)) {
+      float& l = row[size_t(t)];
+      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+    }
     CHECK(tokens[size_t(r)] == want);
     same_token += tokens[size_t(r)] == want ? 1 : 0;
     if (p.temperature == 0.0f) continue;
@@ -951,6 +975,7 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
     largest_set = std::max(largest_set, cpu.size());
   }
   summary("GPU sampling vs CPU sampler: " + std::to_string(same_token) + "/" + std::to_string(rows) +
-          " tokens equal, " + std::to_string(same_set) + "/" + std::to_string(sets) +
+          " tokens equal (" + std::to_string(rows / 2) + " rows with a repetition penalty), " +
+          std::to_string(same_set) + "/" + std::to_string(sets) +
           " candidate sets equal (largest " + std::to_string(largest_set) + ")");
 }

@@ -169,6 +169,12 @@ TEST_CASE("repetition penalty divides positive and multiplies negative logits, o
   std::vector<float> l3{1.0f};
   const std::vector<int32_t> bad{5};
   CHECK_THROWS_AS(sample_token(l3, p, bad, 0), error);
+
+  // What a device applies the penalty to: each token once, first seen first.
+  CHECK(distinct_tokens(std::vector<int32_t>{3, 1, 3, 0, 1}, 4) == std::vector<int32_t>{3, 1, 0});
+  CHECK(distinct_tokens({}, 4).empty());
+  CHECK_THROWS_WITH_AS(distinct_tokens(std::vector<int32_t>{1, 4}, 4), doctest::Contains("history token 4"), error);
+  CHECK_THROWS_WITH_AS(distinct_tokens(std::vector<int32_t>{-1}, 4), doctest::Contains("history token -1"), error);
 }
 
 TEST_CASE("the same seed and counter pick the same token; other seeds differ") {
