@@ -166,6 +166,19 @@ std::vector<generate_request> sixteen_requests() {
   return out;
 }
 
+// Runs `requests` at once; each must end without error, its output the
+// one-request generator's.
+void outputs_match_generator(engine_fixture& f, const std::vector<generate_request>& requests) {
+  std::vector<uint64_t> ids;
+  for (const auto& r : requests) ids.push_back(f.generate(r));
+  REQUIRE(f.collected->wait_finished(ids));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    CHECK(f.collected->result(ids[i]).error == error_code::none);
+    std::lock_guard lock(f.collected->m);
+    CHECK_MESSAGE(f.collected->tokens[ids[i]] == reference(requests[i]), "request ", i);
+  }
+}
+
 } // namespace
 
 TEST_CASE("16 concurrent requests, a cancellation and bad requests") {
@@ -273,14 +286,7 @@ TEST_CASE("two executors keep two steps in flight and give the same outputs") {
   c.streams = 2;
   engine_fixture f(c);
   const auto requests = sixteen_requests();
-  std::vector<uint64_t> ids;
-  for (const auto& r : requests) ids.push_back(f.generate(r));
-  REQUIRE(f.collected->wait_finished(ids));
-  for (size_t i = 0; i < requests.size(); ++i) {
-    CHECK(f.collected->result(ids[i]).error == error_code::none);
-    std::lock_guard lock(f.collected->m);
-    CHECK_MESSAGE(f.collected->tokens[ids[i]] == reference(requests[i]), "request ", i);
-  }
+  outputs_match_generator(f, requests);
 }
 
 namespace {
@@ -381,14 +387,7 @@ TEST_CASE("a backend that samples gets the history of each row with a repetition
   auto requests = sixteen_requests();
   requests.resize(8);
   for (size_t i = 0; i < requests.size(); i += 2) requests[i].sampling.repetition_penalty = 1.3f;
-  std::vector<uint64_t> ids;
-  for (const auto& r : requests) ids.push_back(f.generate(r));
-  REQUIRE(f.collected->wait_finished(ids));
-  for (size_t i = 0; i < requests.size(); ++i) {
-    CHECK(f.collected->result(ids[i]).error == error_code::none);
-    std::lock_guard lock(f.collected->m);
-    CHECK_MESSAGE(f.collected->tokens[ids[i]] == reference(requests[i]), "request ", i);
-  }
+  outputs_match_generator(f, requests);
   CHECK(*rows_with_history > 0);
 }
 
