@@ -34,9 +34,10 @@ struct executor_state {
   std::vector<uint64_t> counters;                  // [rows]
 };
 
-// Steps are sampled by the backend where it can (backend::forward_and_sample),
-// else on the host from the logits. A step that throws (bad input, device error) is
-// answered with the error; the executor keeps serving.
+// Steps are sampled by the backend where it can
+// (backend::forward_and_sample), else on the host from the logits. A step
+// that throws (bad input, device error) is answered with the error; the
+// executor keeps serving.
 executor_actor::behavior_type executor(executor_actor::stateful_pointer<executor_state> self,
                                        std::shared_ptr<device_slot> device);
 
