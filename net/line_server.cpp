@@ -119,6 +119,11 @@ struct line_server::state : std::enable_shared_from_this<line_server::state> {
   bool stopping = false;
   bool closing_connections = false; // every generation ended: flushing
   std::function<void()> on_stopped;
+
+  // Every connection reads into this one buffer once its socket is
+  // readable, and its line splitter keeps what it needs: an idle connection
+  // holds no read buffer. One io thread, so one read at a time.
+  std::array<char, read_chunk> read_buf;
 };
 
 // ============================================================================
@@ -191,13 +196,19 @@ class connection : public std::enable_shared_from_this<connection> {
   // -- reading --------------------------------------------------------------------
 
   void read() {
-    socket_.async_read_some(asio::buffer(read_buf_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-      self->on_read(ec, n);
-    });
+    socket_.async_wait(tcp::socket::wait_read,
+                       [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
   }
 
-  void on_read(boost::system::error_code ec, size_t n) {
+  void on_readable(boost::system::error_code ec) {
     if (gone_) return;
+    size_t n = 0;
+    if (!ec) {
+      // Non-blocking: a readiness that turns out spurious waits again.
+      if (!socket_.non_blocking()) socket_.non_blocking(true, ec);
+      if (!ec) n = socket_.read_some(asio::buffer(server_->read_buf), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) return read();
+    }
     if (ec == asio::error::eof) {
       read_eof_ = true;
       if (!closing_) {
@@ -212,7 +223,7 @@ class connection : public std::enable_shared_from_this<connection> {
     if (ec) return abort(ec.message());
     if (!closing_) {
       splitter_.feed(
-          std::string_view(read_buf_.data(), n), [this](std::string_view line) { return handle_line(line); },
+          std::string_view(server_->read_buf.data(), n), [this](std::string_view line) { return handle_line(line); },
           [this](std::string_view head) { return handle_too_long(head); });
     }
     if (!gone_) read();
@@ -510,7 +521,6 @@ class connection : public std::enable_shared_from_this<connection> {
   const std::string peer_;
   line_splitter splitter_;
   asio::steady_timer linger_timer_;
-  std::array<char, read_chunk> read_buf_;
   bool authenticated_;
   bool read_eof_ = false;  // the client closed its side; it may still read
   bool closing_ = false;   // no more lines are taken
@@ -589,8 +599,8 @@ void line_server::state::connection_closed(uint64_t number) {
 }
 
 // NOTE: glibc keeps freed memory in its arenas (one per thread that
-// allocated it: the io thread's read buffers, 64 KiB a connection, and the
-// engine's actors on CAF's threads), so after a burst of connections the
+// allocated it: the io thread's connections and the engine's actors on
+// CAF's threads), so after a burst of connections the
 // daemon's resident memory would stay at the burst's high-water mark.
 // malloc_trim returns the free pages of every arena; it runs at most once a
 // second, and only when no request is in flight.
