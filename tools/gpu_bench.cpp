@@ -221,7 +221,7 @@ double decode(bench_setup& b, cuda_executor& ex, int32_t seqs, int32_t context, 
       return;
     }
     histories.clear();
-    for (int32_t s = 0; s < seqs && penalty; ++s) histories.emplace_back(history[size_t(s)]);
+    if (penalty) histories.assign(history.begin(), history.end());
     if (how == pick::host_penalty) {
       ex.forward(f, logits);
       tokens.resize(size_t(seqs));
