@@ -26,14 +26,6 @@ int32_t argmax(std::span<const float> logits) {
   return best;
 }
 
-// HF's RepetitionPenaltyLogitsProcessor: each distinct token seen once.
-void apply_repetition_penalty(std::span<float> logits, float penalty, std::span<const int32_t> history) {
-  for (int32_t t : distinct_tokens(history, int32_t(logits.size()))) {
-    float& l = logits[size_t(t)];
-    l = l > 0 ? l / penalty : l * penalty;
-  }
-}
-
 } // namespace
 
 double sample_uniform(uint64_t seed, uint64_t counter) {
@@ -53,6 +45,14 @@ std::vector<int32_t> distinct_tokens(std::span<const int32_t> history, int32_t v
     distinct.push_back(t);
   }
   return distinct;
+}
+
+// HF's RepetitionPenaltyLogitsProcessor: each distinct token seen once.
+void apply_repetition_penalty(std::span<float> logits, float penalty, std::span<const int32_t> history) {
+  for (int32_t t : distinct_tokens(history, int32_t(logits.size()))) {
+    float& l = logits[size_t(t)];
+    l = l > 0 ? l / penalty : l * penalty;
+  }
 }
 
 int32_t sample_token(std::span<float> logits, const sampling_params& p,

@@ -25,6 +25,11 @@ double sample_uniform(uint64_t seed, uint64_t counter);
 // outside [0, vocab).
 std::vector<int32_t> distinct_tokens(std::span<const int32_t> history, int32_t vocab);
 
+// Hugging Face's repetition penalty, as sample_token applies it first: the
+// logit of each distinct token of `history` divided by `penalty` if
+// positive, else multiplied by it.
+void apply_repetition_penalty(std::span<float> logits, float penalty, std::span<const int32_t> history);
+
 // Picks a token. `history` is the request's prompt and output so far (for the
 // repetition penalty); `counter` is the index of the token being produced.
 // `logits` is modified in place (penalty, temperature).

@@ -178,17 +178,13 @@ std::vector<int32_t> pages_for(const cuda_backend& b, size_t tokens) {
   return pages;
 }
 
-// The repetition penalty over the prompt and output so far, by the rule
-// Hugging Face's RepetitionPenaltyLogitsProcessor follows.
+// The repetition penalty over the prompt and output so far.
 void penalize(std::vector<float>& logits, float penalty, const std::vector<int32_t>& prompt,
               std::span<const int32_t> output) {
   if (penalty == 1.0f) return;
   std::vector<int32_t> history = prompt;
   history.insert(history.end(), output.begin(), output.end());
-  for (int32_t t : distinct_tokens(history, int32_t(logits.size()))) {
-    float& l = logits[size_t(t)];
-    l = l > 0 ? l / penalty : l * penalty;
-  }
+  apply_repetition_penalty(logits, penalty, history);
 }
 
 // Greedy decoding of one request alone on `b` (pages from 0): the whole

@@ -960,11 +960,8 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
     std::vector<float> scratch = row;
     const auto& history = histories[size_t(r)];
     const int32_t want = sample_token(scratch, p, history, counters[size_t(r)]);
-    // The candidates come from the penalized logits (HF's rule).
-    for (int32_t t : distinct_tokens(history, vocab)) {
-      float& l = row[size_t(t)];
-      l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
-    }
+    // The candidates come from the penalized logits.
+    apply_repetition_penalty(row, p.repetition_penalty, history);
     CHECK(tokens[size_t(r)] == want);
     same_token += tokens[size_t(r)] == want ? 1 : 0;
     if (p.temperature == 0.0f) continue;
