@@ -8,11 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <numeric>
 #include <random>
-#include <sstream>
 #include <string>
 
 #include "runtime/cpu_backend.h"
@@ -23,6 +21,7 @@
 #include "runtime/sliding_window.h"
 #include "sync_engine.h"
 #include "tests/logit_distance.h"
+#include "tests/reference_data.h"
 
 using namespace kvactor;
 namespace fs = std::filesystem;
@@ -32,6 +31,8 @@ namespace {
 
 using test::argmax;
 using test::cosine;
+using test::numbers;
+using test::read_json;
 using test::rel_l2;
 
 // bf16 weights and activations against fp32 / float64 references.
@@ -113,26 +114,6 @@ std::vector<int32_t> random_tokens(int32_t n, int32_t vocab, std::mt19937& rng) 
   std::vector<int32_t> t(static_cast<size_t>(n));
   for (auto& x : t) x = pick(rng);
   return t;
-}
-
-json::value read_json(const fs::path& path) {
-  std::ifstream in(path);
-  REQUIRE_MESSAGE(in, "cannot open " << path.string());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return json::parse(ss.str());
-}
-
-std::vector<int32_t> ints(const json::value& v) {
-  std::vector<int32_t> out;
-  for (const auto& x : v.as_array()) out.push_back(int32_t(x.to_number<int64_t>()));
-  return out;
-}
-
-std::vector<float> floats(const json::value& v) {
-  std::vector<float> out;
-  for (const auto& x : v.as_array()) out.push_back(float(x.to_number<double>()));
-  return out;
 }
 
 std::unique_ptr<cuda_backend> gpu_backend(const loaded_model& m, int32_t num_pages, int32_t page_size,
@@ -263,7 +244,7 @@ TEST_CASE("logits match the float64 reference at every position of every referen
     const size_t vocab = size_t(gpu->config().vocab_size);
     double worst_prefill = 0, worst_decode = 0, worst_batch = 0;
     for (const auto& seq : ref.at("logits").as_array()) {
-      const auto tokens = ints(seq.at("tokens"));
+      const auto tokens = numbers<int32_t>(seq.at("tokens"));
       const auto& expected = seq.at("logits").as_array();
       REQUIRE(expected.size() == tokens.size());
       REQUIRE(tokens.size() <= 40);
@@ -272,7 +253,7 @@ TEST_CASE("logits match the float64 reference at every position of every referen
       forward_batch all;
       for (size_t p = 0; p < tokens.size(); ++p) {
         CAPTURE(p);
-        const auto want = floats(expected[p]);
+        const auto want = numbers<float>(expected[p]);
         const std::vector<int32_t> prefix(tokens.begin(), tokens.begin() + ptrdiff_t(p + 1));
         const double whole = rel_l2(step(*gpu, prefix, 0, iota_pages(10, 0)), want);
         const double one = rel_l2(step(*gpu, {tokens[p]}, int32_t(p), iota_pages(10, 10)), want);
@@ -286,7 +267,7 @@ TEST_CASE("logits match the float64 reference at every position of every referen
       gpu->forward(all, logits);
       REQUIRE(logits.size() == all.seqs.size() * vocab);
       for (size_t p = 0; p < tokens.size(); ++p) {
-        const double batched = rel_l2(row(logits, p, vocab), floats(expected[p]));
+        const double batched = rel_l2(row(logits, p, vocab), numbers<float>(expected[p]));
         CHECK_MESSAGE(batched < max_rel_l2, "batched prefix " << p);
         worst_batch = std::max(worst_batch, batched);
       }
@@ -307,8 +288,8 @@ TEST_CASE("greedy continuations match the reference wherever the fp32 margin is 
     cpu_backend cpu(m.config, m.weights, 64, 4, 1);
     int index = 0;
     for (const auto& g : ref.at("greedy").as_array()) {
-      const auto output = ints(g.at("output"));
-      matched += check_greedy("greedy " + name + " case " + std::to_string(index++), *gpu, cpu, ints(g.at("prompt")),
+      const auto output = numbers<int32_t>(g.at("output"));
+      matched += check_greedy("greedy " + name + " case " + std::to_string(index++), *gpu, cpu, numbers<int32_t>(g.at("prompt")),
                               output, iota_pages(64));
       total += output.size();
     }
@@ -323,11 +304,11 @@ TEST_CASE("greedy continuations match the reference wherever the fp32 margin is 
   int index = 0;
   double worst = 0;
   for (const auto& c : ref.as_array()) {
-    const auto ids = ints(c.at("ids"));
-    const double err = rel_l2(step(*gpu, ids, 0, iota_pages(64)), floats(c.at("last_logits")));
+    const auto ids = numbers<int32_t>(c.at("ids"));
+    const double err = rel_l2(step(*gpu, ids, 0, iota_pages(64)), numbers<float>(c.at("last_logits")));
     CHECK(err < max_rel_l2);
     worst = std::max(worst, err);
-    const auto output = ints(c.at("greedy"));
+    const auto output = numbers<int32_t>(c.at("greedy"));
     matched += check_greedy("greedy default case " + std::to_string(index++), *gpu, cpu, ids, output, iota_pages(64));
     total += output.size();
   }
@@ -640,7 +621,7 @@ TEST_CASE("fp8 and int8 KV on the GPU: last-position logits of the reference pro
     auto fp8 = gpu_backend(m, 16, 16, kv_format::fp8), int8 = gpu_backend(m, 16, 16, kv_format::int8);
     double worst_fp8 = 1, worst_int8 = 1;
     for (const auto& seq : ref.at("logits").as_array()) {
-      const auto tokens = ints(seq.at("tokens"));
+      const auto tokens = numbers<int32_t>(seq.at("tokens"));
       const auto want = step(*bf16, tokens, 0, iota_pages(16));
       worst_fp8 = std::min(worst_fp8, cosine(step(*fp8, tokens, 0, iota_pages(16)), want));
       worst_int8 = std::min(worst_int8, cosine(step(*int8, tokens, 0, iota_pages(16)), want));

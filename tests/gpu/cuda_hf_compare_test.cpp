@@ -12,16 +12,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "gpu/cuda_engine.h"
 #include "runtime/model_loader.h"
 #include "tests/logit_distance.h"
+#include "tests/reference_data.h"
 
 using namespace kvactor;
 namespace fs = std::filesystem;
@@ -29,6 +28,8 @@ namespace json = boost::json;
 
 namespace {
 
+using test::numbers;
+using test::read_json;
 using test::rel_l2;
 
 constexpr double max_rel_l2 = 2e-2;
@@ -52,20 +53,6 @@ fs::path compare_dir() {
   REQUIRE_MESSAGE((env && *env && fs::exists(fs::path(env) / "hf_reference.json")),
                   "set KVACTOR_HF_COMPARE_DIR to a directory that tools/reference/hf_compare.py wrote");
   return env;
-}
-
-json::value read_json(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return json::parse(text.str());
-}
-
-template <typename T>
-std::vector<T> numbers(const json::value& v) {
-  std::vector<T> out;
-  for (const auto& x : v.as_array()) out.push_back(json::value_to<T>(x));
-  return out;
 }
 
 // Greedy tokens against transformers': equal, or first different where its

@@ -7,14 +7,13 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <random>
-#include <sstream>
 
 #include "runtime/error.h"
 #include "runtime/model_loader.h"
 #include "tests/logit_distance.h"
+#include "tests/reference_data.h"
 
 using namespace kvactor;
 namespace json = boost::json;
@@ -22,6 +21,8 @@ namespace json = boost::json;
 namespace {
 
 using test::argmax;
+using test::numbers;
+using test::read_json;
 
 // ---- helpers ----------------------------------------------------------------
 
@@ -103,26 +104,6 @@ model_config test_config(int variant) {
 
 // ---- reference data ---------------------------------------------------------
 
-json::value read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  REQUIRE_MESSAGE(in, "cannot open " << path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return json::parse(ss.str());
-}
-
-std::vector<int32_t> ints(const json::value& v) {
-  std::vector<int32_t> out;
-  for (const auto& x : v.as_array()) out.push_back(int32_t(x.to_number<int64_t>()));
-  return out;
-}
-
-std::vector<float> floats(const json::value& v) {
-  std::vector<float> out;
-  for (const auto& x : v.as_array()) out.push_back(float(x.to_number<double>()));
-  return out;
-}
-
 void check_against_reference(const std::string& name) {
   const auto dir = std::filesystem::path(KVACTOR_TEST_DATA) / "models" / name;
   REQUIRE_MESSAGE(std::filesystem::exists(dir / "reference.json"), "missing reference data in " << dir.string());
@@ -134,11 +115,11 @@ void check_against_reference(const std::string& name) {
   int matched = 0, cases = 0;
 
   for (const auto& seq : ref.at("logits").as_array()) {
-    const auto tokens = ints(seq.at("tokens"));
+    const auto tokens = numbers<int32_t>(seq.at("tokens"));
     const auto& expected = seq.at("logits").as_array();
     REQUIRE(expected.size() == tokens.size());
     for (size_t p = 0; p < tokens.size(); ++p) {
-      const auto want = floats(expected[p]);
+      const auto want = numbers<float>(expected[p]);
       // The prefix up to p as one prefill, then token p alone after p steps.
       const auto whole = step(b, {tokens.begin(), tokens.begin() + p + 1}, 0, pages);
       worst = std::max(worst, max_abs_diff(whole, want));
@@ -146,13 +127,13 @@ void check_against_reference(const std::string& name) {
     }
     for (size_t p = 0; p < tokens.size(); ++p) {
       const auto one = step(b, {tokens[p]}, int32_t(p), pages);
-      worst = std::max(worst, max_abs_diff(one, floats(expected[p])));
-      CHECK_MESSAGE(max_abs_diff(one, floats(expected[p])) < 1e-3f, name << " decode, position " << p);
+      worst = std::max(worst, max_abs_diff(one, numbers<float>(expected[p])));
+      CHECK_MESSAGE(max_abs_diff(one, numbers<float>(expected[p])) < 1e-3f, name << " decode, position " << p);
     }
   }
   for (const auto& g : ref.at("greedy").as_array()) {
-    const auto prompt = ints(g.at("prompt"));
-    const auto output = ints(g.at("output"));
+    const auto prompt = numbers<int32_t>(g.at("prompt"));
+    const auto output = numbers<int32_t>(g.at("output"));
     const auto got = greedy(b, prefill(b, prompt, prompt.size(), pages), int32_t(prompt.size()),
                             int32_t(output.size()), pages);
     CHECK_MESSAGE(got == output, name << " greedy, min_margin " << g.at("min_margin").to_number<double>());

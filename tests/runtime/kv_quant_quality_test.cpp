@@ -7,14 +7,13 @@
 #include <boost/json.hpp>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
-#include <sstream>
 
 #include "runtime/cpu_backend.h"
 #include "runtime/default_model.h"
 #include "runtime/model_loader.h"
 #include "tests/logit_distance.h"
+#include "tests/reference_data.h"
 
 using namespace kvactor;
 namespace json = boost::json;
@@ -23,23 +22,11 @@ namespace {
 
 using test::argmax;
 using test::cosine;
+using test::numbers;
+using test::read_json;
 
 constexpr int32_t page_size = 16;
 constexpr int32_t generated = 256;
-
-json::value read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  REQUIRE_MESSAGE(in, "cannot open " << path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return json::parse(ss.str());
-}
-
-std::vector<int32_t> ints(const json::value& v) {
-  std::vector<int32_t> out;
-  for (const auto& x : v.as_array()) out.push_back(int32_t(x.to_number<int64_t>()));
-  return out;
-}
 
 // One sequence on its own backend, pages 0, 1, 2, ... in order.
 class sequence {
@@ -122,13 +109,13 @@ std::vector<model_case> model_cases() {
     const auto dir = std::filesystem::path(KVACTOR_TEST_DATA) / "models" / name;
     const json::value ref = read_json(dir / "reference.json");
     model_case c{name, load_model(dir.string()), {}, {}};
-    for (const auto& seq : ref.at("logits").as_array()) c.prompts.push_back(ints(seq.at("tokens")));
-    c.greedy_prompt = ints(ref.at("greedy").as_array().at(0).at("prompt"));
+    for (const auto& seq : ref.at("logits").as_array()) c.prompts.push_back(numbers<int32_t>(seq.at("tokens")));
+    c.greedy_prompt = numbers<int32_t>(ref.at("greedy").as_array().at(0).at("prompt"));
     out.push_back(std::move(c));
   }
   const json::value ref = read_json(std::filesystem::path(KVACTOR_TEST_DATA) / "models" / "default_reference.json");
   model_case c{"default", load_model(default_model_dir()), {}, {}};
-  for (const auto& p : ref.as_array()) c.prompts.push_back(ints(p.at("ids")));
+  for (const auto& p : ref.as_array()) c.prompts.push_back(numbers<int32_t>(p.at("ids")));
   c.greedy_prompt = c.prompts.front();
   out.push_back(std::move(c));
   return out;
