@@ -37,14 +37,7 @@ loaded_model mistral(int32_t window) {
   return m;
 }
 
-seq_params greedy(seq_id id, std::vector<int32_t> prompt, int32_t max_tokens) {
-  seq_params p;
-  p.id = id;
-  p.prompt = std::make_shared<const std::vector<int32_t>>(std::move(prompt));
-  p.sampling.temperature = 0;
-  p.max_tokens = max_tokens;
-  return p;
-}
+using test::greedy;
 
 scheduler_options scheduler_for(int32_t num_pages, int32_t window) {
   scheduler_options o;

@@ -5,6 +5,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -93,5 +94,15 @@ class sync_engine {
   size_t depth_;
   std::vector<float> logits_;
 };
+
+// A request for `max_tokens` greedy tokens after `prompt`.
+inline seq_params greedy(seq_id id, std::vector<int32_t> prompt, int32_t max_tokens) {
+  seq_params p;
+  p.id = id;
+  p.prompt = std::make_shared<const std::vector<int32_t>>(std::move(prompt));
+  p.sampling.temperature = 0;
+  p.max_tokens = max_tokens;
+  return p;
+}
 
 } // namespace kvactor::test

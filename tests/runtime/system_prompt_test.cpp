@@ -35,14 +35,7 @@ token_list tokens(size_t n, int32_t seed) {
   return t;
 }
 
-seq_params request(seq_id id, const std::vector<int32_t>& prompt, int32_t max_tokens) {
-  seq_params p;
-  p.id = id;
-  p.prompt = std::make_shared<const std::vector<int32_t>>(prompt);
-  p.sampling.temperature = 0;
-  p.max_tokens = max_tokens;
-  return p;
-}
+using test::greedy;
 
 std::vector<int32_t> concat(const token_list& a, std::vector<int32_t> b) {
   std::vector<int32_t> out(*a);
@@ -108,11 +101,11 @@ TEST_CASE("a request naming the prompt, or merely starting with it, starts from 
   REQUIRE(f.engine.core().set_system_prompts({{"doc", doc}}, 0).refused.empty());
   f.engine.run();
 
-  seq_params named = request(1, concat(doc, {5, 6, 7}), 4);
+  seq_params named = greedy(1, concat(doc, {5, 6, 7}), 4);
   named.system = "doc";
   named.system_tokens = 100;
   f.engine.add(named);
-  f.engine.add(request(2, concat(doc, {9, 9}), 4)); // same tokens, no name
+  f.engine.add(greedy(2, concat(doc, {9, 9}), 4)); // same tokens, no name
   f.engine.run();
   CHECK(f.engine.finished.at(1).usage.cached_tokens == 96);
   CHECK(f.engine.finished.at(2).usage.cached_tokens == 96);
@@ -122,7 +115,7 @@ TEST_CASE("a request naming the prompt, or merely starting with it, starts from 
 
   // Outputs as without any pin.
   fixture cold;
-  cold.engine.add(request(1, concat(doc, {5, 6, 7}), 4));
+  cold.engine.add(greedy(1, concat(doc, {5, 6, 7}), 4));
   cold.engine.run();
   CHECK(cold.engine.finished.at(1).usage.cached_tokens == 0);
   CHECK(f.engine.outputs.at(1) == cold.engine.outputs.at(1));
