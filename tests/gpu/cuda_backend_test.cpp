@@ -289,8 +289,8 @@ TEST_CASE("greedy continuations match the reference wherever the fp32 margin is 
     int index = 0;
     for (const auto& g : ref.at("greedy").as_array()) {
       const auto output = numbers<int32_t>(g.at("output"));
-      matched += check_greedy("greedy " + name + " case " + std::to_string(index++), *gpu, cpu, numbers<int32_t>(g.at("prompt")),
-                              output, iota_pages(64));
+      matched += check_greedy("greedy " + name + " case " + std::to_string(index++), *gpu, cpu,
+                              numbers<int32_t>(g.at("prompt")), output, iota_pages(64));
       total += output.size();
     }
   }
