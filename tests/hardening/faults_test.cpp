@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/hardening/daemon_fixture.h"
+#include "tests/net/daemon_fixture.h"
 #include "tests/hardening/load_client.h"
 
 using namespace kvactor::hardening;
@@ -24,8 +24,6 @@ using namespace kvactor::net::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string quoted(const std::string& id) { return "\"" + id + "\""; }
 
 std::string message_of(const json::object& reply) { return std::string(reply.at("error").at("message").as_string()); }
 

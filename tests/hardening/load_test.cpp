@@ -10,10 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "tests/hardening/daemon_fixture.h"
+#include "tests/net/daemon_fixture.h"
 #include "tests/hardening/load_client.h"
 
 using namespace kvactor::hardening;
+using namespace kvactor::net::testing;
 
 namespace {
 

@@ -28,9 +28,20 @@ inline json::object parse(const std::optional<std::string>& line) {
 }
 
 inline std::string id_of(const json::object& o) { return o.contains("id") ? json::serialize(o.at("id")) : "-"; }
+// A string id as id_of gives it back.
+inline std::string quoted(const std::string& id) { return "\"" + id + "\""; }
 inline bool is_terminal(const json::object& o) { return o.contains("done") || o.contains("error"); }
 inline std::string error_code_of(const json::object& o) {
   return o.contains("error") ? std::string(o.at("error").at("code").as_string()) : "";
+}
+
+// The token ids of a request's token lines, in order.
+inline std::vector<int64_t> tokens_of(const std::vector<json::object>& lines) {
+  std::vector<int64_t> out;
+  for (const auto& o : lines)
+    if (o.contains("tokens") && !o.contains("done"))
+      for (const auto& t : o.at("tokens").as_array()) out.push_back(t.as_int64());
+  return out;
 }
 
 // The replies to several requests of one connection, in arrival order.

@@ -1,7 +1,8 @@
 #pragma once
-// The real kvactord for the hardening tests: started on free ports with one
-// CPU thread (CI has two cores), asked for its stats, its resident memory
-// read from /proc, and waited on until idle.
+// The real kvactord for the daemon and hardening tests: started on free
+// ports with one CPU thread (CI has two cores), asked for its stats, its
+// resident memory read from /proc, waited on until idle, and stopped with
+// SIGTERM.
 #include <doctest/doctest.h>
 
 #include <boost/json.hpp>
@@ -15,7 +16,7 @@
 #include "tests/net/replies.h"
 #include "tests/net/test_client.h"
 
-namespace kvactor::hardening {
+namespace kvactor::net::testing {
 
 // Whether this build (and so the kvactord it starts) runs under a sanitizer.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -26,12 +27,12 @@ inline constexpr bool sanitized = false;
 
 namespace json = boost::json;
 using namespace std::chrono_literals;
-using net::testing::daemon_process;
-using net::testing::test_client;
 
+// A daemon on free ports, serving; metrics on `metrics_port` when given.
 struct running_daemon {
-  explicit running_daemon(std::vector<std::string> extra = {}, const std::map<std::string, std::string>& env = {})
-      : process(with_defaults(std::move(extra)), env) {
+  explicit running_daemon(std::vector<std::string> extra = {}, const std::map<std::string, std::string>& env = {},
+                          uint16_t metrics_port = 0)
+      : process(with_defaults(std::move(extra), metrics_port), env) {
     const auto p = process.wait_serving();
     REQUIRE_MESSAGE(p.has_value(), "kvactord did not start:\n" << process.log());
     port = *p;
@@ -46,8 +47,9 @@ struct running_daemon {
   running_daemon(const running_daemon&) = delete;
   running_daemon& operator=(const running_daemon&) = delete;
 
-  static std::vector<std::string> with_defaults(std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--port", "0", "--metrics-port", "0", "backend.cpu_threads=1"};
+  static std::vector<std::string> with_defaults(std::vector<std::string> extra, uint16_t metrics_port) {
+    std::vector<std::string> args = {"--port", "0", "--metrics-port", std::to_string(metrics_port),
+                                     "backend.cpu_threads=1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -56,7 +58,7 @@ struct running_daemon {
   json::object stats() const {
     test_client c(port);
     c.send_line(R"({"op":"stats"})");
-    return net::testing::parse(c.read_line(30s)).at("stats").as_object();
+    return parse(c.read_line(30s)).at("stats").as_object();
   }
   double stat(const std::string& name) const { return stats().at(name).to_number<double>(); }
 
@@ -73,7 +75,7 @@ struct running_daemon {
 
   // Nothing running or waiting, and `pages_used` KV pages held.
   bool idle_with(double pages_used, std::chrono::milliseconds limit = 30s) const {
-    return net::testing::eventually(
+    return eventually(
         [&] {
           const auto s = stats();
           return s.at("requests_running").to_number<double>() == 0 &&
@@ -95,13 +97,4 @@ inline std::string request_line(const std::string& id, const std::string& prompt
          R"(,"ignore_eos":true)" + extra + "}";
 }
 
-// The token ids of a request's token lines, in order.
-inline std::vector<int64_t> tokens_of(const std::vector<json::object>& lines) {
-  std::vector<int64_t> out;
-  for (const auto& o : lines)
-    if (o.contains("tokens") && !o.contains("done"))
-      for (const auto& t : o.at("tokens").as_array()) out.push_back(t.as_int64());
-  return out;
-}
-
-} // namespace kvactor::hardening
+} // namespace kvactor::net::testing
