@@ -5,7 +5,6 @@
 // notifications, SIGTERM under load, configuration errors, and the systemd
 // unit. Every wait is bounded.
 #include <doctest/doctest.h>
-#include <sys/un.h>
 
 #include <boost/json.hpp>
 
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "tests/net/daemon_fixture.h"
+#include "tests/net/notify_socket.h"
 #include "tests/net/replies.h"
 #include "tests/net/test_client.h"
 
@@ -192,37 +192,6 @@ TEST_CASE("kvactord: the metrics endpoint agrees with what was sent") {
   CHECK(metric(body, "kvactor_connections") == 1);
   CHECK(http_get(metrics_port, "/").starts_with("HTTP/1.1 404"));
 }
-
-namespace {
-
-// A unix datagram socket standing in for systemd's notification socket.
-struct notify_socket {
-  notify_socket() {
-    path = fs::temp_directory_path() / ("kvactord_notify_" + std::to_string(::getpid()));
-    fs::remove(path);
-    fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  }
-  ~notify_socket() {
-    ::close(fd);
-    fs::remove(path);
-  }
-  std::optional<std::string> receive(std::chrono::milliseconds limit = 60s) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, int(limit.count())) <= 0) return std::nullopt;
-    char buf[4096];
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    return n < 0 ? std::nullopt : std::optional<std::string>(std::string(buf, size_t(n)));
-  }
-
-  fs::path path;
-  int fd = -1;
-};
-
-} // namespace
 
 TEST_CASE("kvactord: READY=1 once the port accepts, watchdog pings, STOPPING=1 on SIGTERM") {
   notify_socket systemd;

@@ -3,48 +3,16 @@
 #include "net/notify.h"
 
 #include <doctest/doctest.h>
-#include <poll.h>
 #include <stdlib.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cstdio>
-#include <filesystem>
-#include <optional>
 #include <string>
 
+#include "tests/net/notify_socket.h"
+
 using namespace kvactor::net;
-namespace fs = std::filesystem;
-
-namespace {
-
-struct notify_socket {
-  notify_socket() {
-    path = fs::temp_directory_path() / ("notify_test_" + std::to_string(::getpid()));
-    fs::remove(path);
-    fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  }
-  ~notify_socket() {
-    ::close(fd);
-    fs::remove(path);
-  }
-  std::optional<std::string> receive() {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 2000) <= 0) return std::nullopt;
-    char buf[1024];
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    return n < 0 ? std::nullopt : std::optional<std::string>(std::string(buf, size_t(n)));
-  }
-  fs::path path;
-  int fd = -1;
-};
-
-} // namespace
+using kvactor::net::testing::notify_socket;
+using namespace std::chrono_literals;
 
 TEST_CASE("under systemd: every state reaches the socket") {
   notify_socket systemd;
@@ -58,10 +26,10 @@ TEST_CASE("under systemd: every state reaches the socket") {
   n.ready("serving on 127.0.0.1:7070");
   n.watchdog();
   n.stopping("stopping");
-  CHECK(systemd.receive() == "STATUS=loading");
-  CHECK(systemd.receive() == "READY=1\nSTATUS=serving on 127.0.0.1:7070");
-  CHECK(systemd.receive() == "WATCHDOG=1");
-  CHECK(systemd.receive() == "STOPPING=1\nSTATUS=stopping");
+  CHECK(systemd.receive(2s) == "STATUS=loading");
+  CHECK(systemd.receive(2s) == "READY=1\nSTATUS=serving on 127.0.0.1:7070");
+  CHECK(systemd.receive(2s) == "WATCHDOG=1");
+  CHECK(systemd.receive(2s) == "STOPPING=1\nSTATUS=stopping");
   ::unsetenv("NOTIFY_SOCKET");
   ::unsetenv("WATCHDOG_USEC");
 }
