@@ -56,6 +56,19 @@ void put_samples(batch_plan& p, std::span<const sample_row> samples) {
 
 } // namespace
 
+sample_row make_sample_row(const sampling_params& p, uint64_t counter, std::span<const int32_t> history,
+                           int32_t vocab, std::vector<int32_t>& penalty_list) {
+  sample_row r{p.temperature, p.top_p, p.top_k > 0 && p.top_k < vocab ? p.top_k : 0, p.min_p,
+               sample_uniform(p.seed, counter)};
+  if (p.repetition_penalty == 1.0f || history.empty()) return r;
+  const std::vector<int32_t> seen = distinct_tokens(history, vocab);
+  r.repetition_penalty = p.repetition_penalty;
+  r.penalty_begin = int32_t(penalty_list.size());
+  r.penalty_count = int32_t(seen.size());
+  penalty_list.insert(penalty_list.end(), seen.begin(), seen.end());
+  return r;
+}
+
 void build_batch_plan(const forward_batch& batch, int32_t vocab_size, const kv_layout& layout, int32_t tile_tokens,
                       batch_plan& plan, std::span<const sample_row> samples, int32_t release_window,
                       int32_t max_decode_rows) {

@@ -21,6 +21,7 @@
 
 #include "runtime/forward_batch.h"
 #include "runtime/kv_layout.h"
+#include "runtime/sampler.h"
 
 namespace kvactor::gpu {
 
@@ -39,6 +40,13 @@ struct sample_row {
   int32_t penalty_count = 0;
 };
 static_assert(sizeof(sample_row) == 40 && alignof(sample_row) == 8);
+
+// The row that samples as `p` does for the token at `counter`. With a
+// repetition penalty and a history, the history's distinct tokens are
+// appended to `penalty_list` and the row points at them. Throws
+// kvactor::error on a history token outside [0, vocab).
+sample_row make_sample_row(const sampling_params& p, uint64_t counter, std::span<const int32_t> history,
+                           int32_t vocab, std::vector<int32_t>& penalty_list);
 
 struct batch_plan {
   int32_t num_tokens = 0; // rows of the activations (padded in a decode plan)

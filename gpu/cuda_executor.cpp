@@ -512,16 +512,8 @@ void cuda_executor::forward_and_sample(const forward_batch& batch, std::span<con
     };
     if (p.temperature < 0) throw problem("temperature must be >= 0");
     if (p.repetition_penalty <= 0) throw problem("repetition_penalty must be > 0");
-    const bool top_k = p.top_k > 0 && p.top_k < c.vocab_size;
-    gpu::sample_row& r = s.samples[i];
-    r = {p.temperature, p.top_p, top_k ? p.top_k : 0, p.min_p, sample_uniform(p.seed, counters[i])};
-    if (p.repetition_penalty != 1.0f && !histories.empty()) {
-      const std::vector<int32_t> seen = distinct_tokens(histories[i], c.vocab_size);
-      r.repetition_penalty = p.repetition_penalty;
-      r.penalty_begin = int32_t(s.penalty_list.size());
-      r.penalty_count = int32_t(seen.size());
-      s.penalty_list.insert(s.penalty_list.end(), seen.begin(), seen.end());
-    }
+    s.samples[i] = gpu::make_sample_row(p, counters[i], histories.empty() ? std::span<const int32_t>() : histories[i],
+                                        c.vocab_size, s.penalty_list);
   }
   s.build(batch, s.samples);
   s.upload_penalty_list();

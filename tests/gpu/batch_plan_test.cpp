@@ -11,6 +11,7 @@ using namespace kvactor;
 using kvactor::gpu::batch_plan;
 using kvactor::gpu::build_batch_plan;
 using kvactor::gpu::build_decode_plan;
+using kvactor::gpu::make_sample_row;
 using kvactor::gpu::sample_row;
 
 namespace {
@@ -138,6 +139,41 @@ TEST_CASE("sampling rows follow the arrays, 8-byte aligned, one per logits row")
   CHECK(got[1].repetition_penalty == 1.0f);
   CHECK_THROWS_WITH_AS(build_batch_plan(batch, 100, layout, 2, p, {rows.data(), 1}),
                        doctest::Contains("1 sampling rows for 2 logits rows"), error);
+}
+
+TEST_CASE("a sampling row: top-k off at or past the vocabulary, the penalty's distinct tokens appended") {
+  std::vector<int32_t> list{99};
+  sampling_params p{0.7f, 0.9f, 50, 0.05f};
+  p.seed = 12;
+  sample_row r = make_sample_row(p, 3, {}, 64, list);
+  CHECK(r.temperature == 0.7f);
+  CHECK(r.top_p == 0.9f);
+  CHECK(r.top_k == 50);
+  CHECK(r.min_p == 0.05f);
+  CHECK(r.uniform == sample_uniform(12, 3));
+  CHECK(r.repetition_penalty == 1.0f);
+  p.top_k = 64;
+  CHECK(make_sample_row(p, 3, {}, 64, list).top_k == 0);
+
+  // No penalty: the history is not listed.
+  const std::vector<int32_t> history{5, 9, 5, 0, 9};
+  CHECK(make_sample_row(p, 3, history, 64, list).penalty_count == 0);
+  CHECK(list == std::vector<int32_t>{99});
+
+  p.repetition_penalty = 1.3f;
+  r = make_sample_row(p, 4, history, 64, list);
+  CHECK(r.repetition_penalty == 1.3f);
+  CHECK(r.penalty_begin == 1);
+  CHECK(r.penalty_count == 3);
+  CHECK(list == std::vector<int32_t>{99, 5, 9, 0});
+  r = make_sample_row(p, 5, std::vector<int32_t>{7}, 64, list);
+  CHECK(r.penalty_begin == 4);
+  CHECK(r.penalty_count == 1);
+  CHECK(list.back() == 7);
+  // A penalty with no history changes nothing.
+  CHECK(make_sample_row(p, 6, {}, 64, list).repetition_penalty == 1.0f);
+  CHECK_THROWS_WITH_AS(make_sample_row(p, 7, std::vector<int32_t>{64}, 64, list), doctest::Contains("history token 64"),
+                       error);
 }
 
 TEST_CASE("a decode plan pads to its rows and keeps every offset fixed") {

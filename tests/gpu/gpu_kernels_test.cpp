@@ -918,24 +918,20 @@ TEST_CASE("GPU sampling picks the CPU sampler's token and keeps the same candida
     }
     sampling_params p = kinds[size_t(r) % kinds.size()];
     p.seed = rng();
-    params.push_back(p);
     counters.push_back(uint64_t(r) * 7);
-    device_rows.push_back({p.temperature, p.top_p, p.top_k > 0 && p.top_k < vocab ? p.top_k : 0, p.min_p,
-                           sample_uniform(p.seed, counters.back())});
     // Half the rows, every kind among them, have a repetition penalty (above
     // or below 1) over a history with repeats that holds the row's likeliest
     // token.
-    if ((r + r / int32_t(kinds.size())) % 2 == 0) continue;
-    params.back().repetition_penalty = r % 3 == 0 ? 0.8f : 1.3f;
     auto& h = histories[size_t(r)];
-    const auto top = std::max_element(logits.begin() + ptrdiff_t(r) * vocab, logits.begin() + ptrdiff_t(r + 1) * vocab);
-    h.push_back(int32_t(top - (logits.begin() + ptrdiff_t(r) * vocab)));
-    for (int32_t i = 0; i < 1500 + r * 40; ++i) h.push_back(int32_t(rng() % 2000));
-    const auto seen = distinct_tokens(h, vocab);
-    device_rows.back().repetition_penalty = params.back().repetition_penalty;
-    device_rows.back().penalty_begin = int32_t(penalty_list.size());
-    device_rows.back().penalty_count = int32_t(seen.size());
-    penalty_list.insert(penalty_list.end(), seen.begin(), seen.end());
+    if ((r + r / int32_t(kinds.size())) % 2 != 0) {
+      p.repetition_penalty = r % 3 == 0 ? 0.8f : 1.3f;
+      const auto top =
+          std::max_element(logits.begin() + ptrdiff_t(r) * vocab, logits.begin() + ptrdiff_t(r + 1) * vocab);
+      h.push_back(int32_t(top - (logits.begin() + ptrdiff_t(r) * vocab)));
+      for (int32_t i = 0; i < 1500 + r * 40; ++i) h.push_back(int32_t(rng() % 2000));
+    }
+    params.push_back(p);
+    device_rows.push_back(gpu::make_sample_row(p, counters.back(), h, vocab, penalty_list));
   }
   const auto d_logits = upload<float>(logits);
   const auto d_penalty = upload<int32_t>(penalty_list);
